@@ -1,0 +1,1 @@
+"""Multi-tenant inference service for open_clip backbones with per-tenant R-Adapters."""

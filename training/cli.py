@@ -1,0 +1,49 @@
+"""The `radapter` console command: one subcommand per pipeline step."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Subcommand name -> module that defines `add_arguments(parser)` and `run(args) -> int`.
+# Modules are imported only when their subcommand runs, so `radapter --help` stays fast.
+COMMANDS = {
+    "merge": ("training.merge", "fold an adapter into its base model and write plain open_clip weights"),
+    "export-onnx": ("training.export_onnx", "export image and text encoders to ONNX with a parity report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radapter", description="R-Adapter fine-tuning and serving for open_clip.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    top = build_parser()
+    known, rest = top.parse_known_args(argv)
+    module_name, help_text = COMMANDS[known.command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"radapter {known.command}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if known.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return module.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        # Input errors carry their own explanation and remedy; a traceback would only hide it.
+        print(f"radapter {known.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
