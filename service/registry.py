@@ -1,0 +1,258 @@
+"""Tenant registry: validated adapter versions, atomic hot-swap, and merged variants per alpha."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.radapter import AdapterMetadata, check_base_matches, load_adapter, merge_overlay
+
+from .backbone import Backbone
+from .backends import Backend
+from .cache import Variant, VariantCache, VariantKey
+from .errors import APIError
+from .metrics import Metrics
+from .store import AdapterStore
+from .worker import InferenceWorker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = ["a photo of a {}."]
+
+
+@dataclass(eq=False)
+class TenantAdapter:
+    """One loaded, validated adapter version of a tenant."""
+
+    tenant: str
+    version: str
+    metadata: AdapterMetadata
+    tensors: dict[str, torch.Tensor]
+    activated_at: float
+
+    @property
+    def default_alpha(self) -> float:
+        return float(self.metadata.config.alpha)
+
+    @property
+    def templates(self) -> list[str]:
+        return list(self.metadata.templates) or DEFAULT_TEMPLATES
+
+
+def prompts(labels: list[str], templates: list[str]) -> list[str]:
+    """Expand every label with every template, label-major: `[l0 t0, l0 t1, ..., l1 t0, ...]`."""
+    return [t.replace("{}", label) if "{}" in t else f"{t} {label}" for label in labels for t in templates]
+
+
+class TenantRegistry:
+    """Maps tenant ids to their active adapter and builds merged variants for the worker.
+
+    A swap prepares the new version completely (load, validate, merge, classification head) before a
+    single dict assignment makes it visible, so requests see the old or the new version, never a mix.
+    """
+
+    def __init__(
+        self,
+        store: AdapterStore,
+        backbone: Backbone,
+        backend: Backend,
+        worker: InferenceWorker,
+        cache: VariantCache,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.backbone = backbone
+        self.backend = backend
+        self.worker = worker
+        self.cache = cache
+        self.metrics = metrics
+        self._base = backbone.mergeable_tensors()
+        self._active: dict[str, TenantAdapter] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._building: dict[VariantKey, asyncio.Future] = {}
+
+    def tenants(self) -> dict[str, TenantAdapter]:
+        """Return a snapshot of the active adapters by tenant id."""
+        return dict(self._active)
+
+    def get(self, tenant: str) -> TenantAdapter:
+        """Return the tenant's active adapter or raise 404."""
+        adapter = self._active.get(tenant)
+        if adapter is None:
+            raise APIError(
+                404, "tenant_not_found", f"tenant {tenant!r} has no active adapter; an admin must PUT one."
+            )
+        return adapter
+
+    async def load_all(self) -> None:
+        """Activate every tenant whose ACTIVE file names a valid version; log and skip the others."""
+        for tenant in self.store.tenants():
+            try:
+                version = self.store.read_active(tenant)
+                if version is not None:
+                    await self.activate(tenant, version, write_pointer=False)
+            except APIError as error:
+                logger.error("tenant %s not served: %s", tenant, error.message)
+
+    def load_directory(self, tenant: str, version: str, directory: Path) -> TenantAdapter:
+        """Read and validate an adapter directory against the backbone (blocking, run off the event loop)."""
+        try:
+            tensors, metadata = load_adapter(directory)
+        except FileNotFoundError as error:
+            raise APIError(
+                404, "version_not_found", f"tenant {tenant!r} version {version!r}: {error}"
+            ) from error
+        except ValueError as error:
+            raise APIError(
+                400, "invalid_adapter", f"tenant {tenant!r} version {version!r}: {error}"
+            ) from error
+        try:
+            check_base_matches(metadata, self.backbone.arch, self.backbone.sha256)
+        except ValueError as error:
+            raise APIError(409, "base_mismatch", f"tenant {tenant!r} version {version!r}: {error}") from error
+        return TenantAdapter(tenant, version, metadata, tensors, time.time())
+
+    async def activate(
+        self, tenant: str, version: str, *, write_pointer: bool = True, preloaded: TenantAdapter | None = None
+    ) -> TenantAdapter:
+        """Load, validate and merge `version`, then make it the tenant's active version atomically.
+
+        Any failure raises before the active version, the ACTIVE file or the cache change.
+        """
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            started = time.perf_counter()
+            try:
+                adapter = preloaded or await asyncio.to_thread(
+                    self.load_directory, tenant, version, self.store.version_dir(tenant, version)
+                )
+                variant = await self._build_variant(adapter, adapter.default_alpha)
+            except APIError as error:
+                self.metrics.swaps.labels(tenant=tenant, outcome="rejected").inc()
+                logger.warning("rejected %s version %s: %s", tenant, version, error.message)
+                raise
+            if write_pointer:
+                await asyncio.to_thread(self.store.write_active, tenant, version)
+            previous = self._active.get(tenant)
+            self._active[tenant] = adapter
+            self.cache.put(variant)
+            self.cache.drop(tenant, keep_version=version)
+            elapsed = time.perf_counter() - started
+            self.metrics.swap_duration.labels(tenant=tenant).observe(elapsed)
+            self.metrics.swaps.labels(tenant=tenant, outcome="ok").inc()
+            logger.info(
+                "activated %s version %s (was %s) in %.1f ms",
+                tenant,
+                version,
+                previous.version if previous else None,
+                elapsed * 1000,
+            )
+            return adapter
+
+    async def deactivate(self, tenant: str) -> None:
+        """Stop serving a tenant; requests already holding its variant finish normally."""
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            await asyncio.to_thread(self.store.clear_active, tenant)
+            previous = self._active.pop(tenant, None)
+            self.cache.drop(tenant)
+            logger.info("deactivated %s (was %s)", tenant, previous.version if previous else None)
+
+    async def variant(self, tenant: str, alpha: float | None = None) -> Variant:
+        """Return the merged variant a request should use for its whole life.
+
+        The active adapter and the cache are read without an `await` in between, so the variant always
+        belongs to the version that was active when the request asked.
+        """
+        adapter = self.get(tenant)
+        alpha = adapter.default_alpha if alpha is None else float(alpha)
+        key = (tenant, adapter.version, alpha)
+        variant = self.cache.get(key)
+        if variant is not None:
+            return variant
+        pending = self._building.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._build_variant(adapter, alpha))
+            self._building[key] = pending
+            pending.add_done_callback(lambda _: self._building.pop(key, None))
+        variant = await asyncio.shield(pending)
+        if self._active.get(tenant) is adapter:  # never cache a version that was swapped out meanwhile
+            self.cache.put(variant)
+        return variant
+
+    async def _build_variant(self, adapter: TenantAdapter, alpha: float) -> Variant:
+        overlay = await asyncio.to_thread(self._merge, adapter, alpha)
+        key = f"{adapter.tenant}-{adapter.version}-{alpha}"
+        handle = await self.worker.run_in_thread(self.backend.prepare, key, overlay)
+        variant = Variant(adapter.tenant, adapter.version, alpha, handle, self.backend.handle_nbytes(handle))
+        variant.templates = adapter.templates
+        if adapter.metadata.labels:
+            variant.labels = list(adapter.metadata.labels)
+            variant.head = await self.worker.run_in_thread(
+                self.encode_labels_now, variant, variant.labels, adapter.templates
+            )
+        return variant
+
+    def _merge(self, adapter: TenantAdapter, alpha: float) -> dict[str, torch.Tensor]:
+        try:
+            return merge_overlay(self._base, adapter.tensors, alpha)
+        except (ValueError, RuntimeError) as error:
+            # RuntimeError: a matrix product with mismatched widths, i.e. the adapter is for other towers.
+            raise APIError(
+                400,
+                "invalid_adapter",
+                f"tenant {adapter.tenant!r} version {adapter.version!r} does not fit {self.backbone.arch}: {error}",
+            ) from error
+
+    def encode_labels_now(self, variant: Variant, labels: list[str], templates: list[str]) -> torch.Tensor:
+        """Build a zero-shot head on the engine thread: mean template embedding per label, re-normalised."""
+        ids = self.backbone.tokenize(prompts(labels, templates)).ids
+        chunks = [self.backend.encode_text(variant.handle, chunk) for chunk in torch.split(ids, 256)]
+        return head_from_prompt_embeddings(torch.cat(chunks), len(labels))
+
+    async def encode_labels(self, variant: Variant, labels: list[str]) -> torch.Tensor:
+        """Build a head for request-supplied labels through the batching worker."""
+        ids = self.backbone.tokenize(prompts(labels, variant.templates)).ids
+        embeddings = await self.worker.submit("text", variant, ids)
+        return head_from_prompt_embeddings(embeddings, len(labels))
+
+    async def watch(self, interval_s: float) -> None:
+        """Follow ACTIVE files changed by other replicas: activate new pointers, drop removed ones."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.sync_with_store()
+
+    async def sync_with_store(self) -> None:
+        """Converge the served versions to the store's ACTIVE files once."""
+        on_disk = {}
+        for tenant in self.store.tenants():
+            try:
+                on_disk[tenant] = self.store.read_active(tenant)
+            except APIError as error:
+                logger.error("tenant %s has an invalid ACTIVE file: %s", tenant, error.message)
+        for tenant, version in on_disk.items():
+            current = self._active.get(tenant)
+            if version is not None and (current is None or current.version != version):
+                try:
+                    await self.activate(tenant, version, write_pointer=False)
+                except APIError as error:
+                    logger.error(
+                        "watcher could not activate %s version %s: %s", tenant, version, error.message
+                    )
+        for tenant in set(self._active) - {t for t, v in on_disk.items() if v is not None}:
+            async with self._locks.setdefault(tenant, asyncio.Lock()):
+                previous = self._active.pop(tenant, None)
+                self.cache.drop(tenant)
+            logger.info(
+                "watcher stopped serving %s (was %s): ACTIVE removed", tenant, previous and previous.version
+            )
+
+
+def head_from_prompt_embeddings(embeddings: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Average `(num_labels * T, D)` prompt embeddings per label and re-normalise: `(num_labels, D)`."""
+    per_label = embeddings.reshape(num_labels, -1, embeddings.shape[-1]).mean(dim=1)
+    return torch.nn.functional.normalize(per_label, dim=-1)

@@ -1,0 +1,144 @@
+"""Typed service settings from `RADAPTER_*` environment variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_VARIABLE = "RADAPTER_CONFIG_FILE"
+MIN_KEY_LENGTH = 16
+PLACEHOLDER_KEYS = {"changeme", "changethis", "secret", "password", "admin", "test"}
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field is read from `RADAPTER_<FIELD>` or the TOML config file.
+
+    Precedence, highest first: constructor arguments, environment variables, the TOML file named by
+    `RADAPTER_CONFIG_FILE`, then the defaults below.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RADAPTER_", extra="forbid", validate_default=True)
+
+    # NOTE: the backbone fields have no default until the project ships its embedded backbone; then
+    # they default to it. Until then `Backbone.load` rejects a missing value and names the variable.
+    backbone_arch: str | None = Field(None, description="open_clip architecture name, e.g. ViT-B-16")
+    backbone_pretrained: str | None = Field(
+        None, description="open_clip pretrained tag (e.g. openai) or a local weights file"
+    )
+    device: str = Field("cpu", description="torch device: cpu, cuda or cuda:N")
+    backend: Literal["torch", "onnxruntime"] = Field("torch", description="inference engine")
+    precision: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="torch backend weight and activation dtype; half precision needs CUDA"
+    )
+    adapter_store: Path = Field(
+        Path("adapters"), description="root of <tenant>/<version>/ adapter directories"
+    )
+    onnx_cache_dir: Path | None = Field(
+        None,
+        description="where the onnxruntime backend writes per-tenant exports; default <adapter_store>/_onnx",
+    )
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="rows per encoder call")
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the worker waits to fill a batch")
+    queue_size: int = Field(256, ge=1, description="pending encoder calls before requests get 429")
+    request_timeout_s: float = Field(30.0, gt=0, description="per-request limit before 504")
+    overlay_cache_bytes: int = Field(
+        2 * 1024**3, ge=0, description="LRU bound for merged tenant overlays and their heads, in bytes"
+    )
+
+    max_body_bytes: int = Field(20 * 1024**2, ge=1024, description="largest accepted request body")
+    max_images: int = Field(16, ge=1, description="images per request")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="width x height limit checked from the image header before decoding"
+    )
+    max_texts: int = Field(256, ge=1, description="texts (captions, labels, classes) per request")
+    max_text_chars: int = Field(1000, ge=1, description="characters per text")
+    max_gallery_items: int = Field(10_000, ge=1, description="items per tenant gallery")
+
+    admin_api_key: SecretStr | None = Field(None, description="key for /v1/admin routes; unset disables them")
+    tenant_api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description='tenant id -> API key, as JSON in the environment: {"acme": "..."}'
+    )
+    require_api_keys: bool = Field(
+        True,
+        description="false opens tenant routes without a key (local demos only); admin routes always need one",
+    )
+    watch_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="poll the store's ACTIVE files this often (seconds) to follow other replicas; 0 = off",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ValueError(
+                    f"{CONFIG_FILE_VARIABLE}={config_file!r} does not exist; point it to a TOML file."
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _check_admin_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            _check_key_strength("RADAPTER_ADMIN_API_KEY", key)
+        return key
+
+    @field_validator("tenant_api_keys")
+    @classmethod
+    def _check_tenant_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        from .tenants import validate_tenant_id
+
+        for tenant, key in keys.items():
+            validate_tenant_id(tenant)
+            _check_key_strength(f"RADAPTER_TENANT_API_KEYS[{tenant!r}]", key)
+        return keys
+
+    @model_validator(mode="after")
+    def _check_precision(self) -> Settings:
+        if self.precision != "float32" and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"RADAPTER_PRECISION={self.precision} needs a CUDA device, but RADAPTER_DEVICE={self.device}; "
+                "use float32 on CPU."
+            )
+        if self.precision != "float32" and self.backend != "torch":
+            raise ValueError(
+                "RADAPTER_PRECISION applies to the torch backend only; use float32 with onnxruntime."
+            )
+        return self
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Directory for per-tenant ONNX exports."""
+        return self.onnx_cache_dir or self.adapter_store / "_onnx"
+
+
+def _check_key_strength(variable: str, key: SecretStr) -> None:
+    value = key.get_secret_value()
+    # The message names the variable but never echoes the key itself.
+    if value.lower() in PLACEHOLDER_KEYS or len(value) < MIN_KEY_LENGTH:
+        raise ValueError(
+            f"{variable} is a placeholder or shorter than {MIN_KEY_LENGTH} characters; "
+            "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        )
