@@ -1,24 +1,11 @@
-"""Shared fixtures: tiny open_clip architectures registered from tests/fixtures/model_configs."""
+"""Shared fixtures over the tiny open_clip architectures defined in tests/helpers.py."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import open_clip
 import pytest
 import torch
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY = "radapter-test-tiny"
-TINY_CUSTOM_TEXT = "radapter-test-tiny-custom-text"
-
-open_clip.add_model_config(FIXTURES / "model_configs")
-
-
-def make_tiny_model(arch: str = TINY, seed: int = 0) -> torch.nn.Module:
-    """Create a randomly initialised tiny open_clip model in eval mode, reproducibly."""
-    torch.manual_seed(seed)
-    return open_clip.create_model(arch).eval()
+from helpers import TINY, make_tiny_model
 
 
 @pytest.fixture

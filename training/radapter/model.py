@@ -81,8 +81,9 @@ def inject_adapters(model: nn.Module, config: RAdapterConfig) -> nn.Module:
                     init_scale=config.init_scale,
                     batch_dim=batch_dim,
                 )
-                device = block.mlp.c_proj.weight.device
-                setattr(block, slot, adapter.to(device))
+                adapter.to(block.mlp.c_proj.weight.device)
+                adapter.train(block.training)  # a new module starts in train mode; follow the model's mode
+                setattr(block, slot, adapter)
     set_alpha(model, config.alpha)
     return model
 
