@@ -49,7 +49,10 @@ def _open(data: bytes, index: int, max_pixels: int) -> Image.Image:
             "invalid_image",
             f"image {index} is not a decodable image; send JPEG, PNG, WebP, GIF, BMP or TIFF.",
         ) from error
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:
+        # Pillow's own check (over twice Image.MAX_IMAGE_PIXELS) fires while parsing the header.
+        raise APIError(413, "image_too_large", f"image {index} is too large to decode: {error}") from error
+    except (OSError, ValueError, SyntaxError) as error:
         raise APIError(400, "invalid_image", f"image {index} has an invalid header: {error}") from error
     if image.format not in ALLOWED_FORMATS:
         raise APIError(

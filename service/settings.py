@@ -108,10 +108,14 @@ class Settings(BaseSettings):
     @field_validator("tenant_api_keys")
     @classmethod
     def _check_tenant_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        from .errors import APIError
         from .tenants import validate_tenant_id
 
         for tenant, key in keys.items():
-            validate_tenant_id(tenant)
+            try:
+                validate_tenant_id(tenant)
+            except APIError as error:
+                raise ValueError(f"RADAPTER_TENANT_API_KEYS: {error.message}") from None
             _check_key_strength(f"RADAPTER_TENANT_API_KEYS[{tenant!r}]", key)
         return keys
 
