@@ -59,16 +59,7 @@ class Backbone:
     @classmethod
     def load(cls, settings: Settings) -> Backbone:
         """Load the configured base model, fingerprint its float32 weights, then cast to serving precision."""
-        if not settings.backbone_arch:
-            raise ValueError(
-                "no backbone configured: set RADAPTER_BACKBONE_ARCH to an open_clip architecture "
-                "(e.g. ViT-B-16) and RADAPTER_BACKBONE_PRETRAINED to a pretrained tag or a weights file."
-            )
-        if not settings.backbone_pretrained:
-            raise ValueError(
-                f"RADAPTER_BACKBONE_PRETRAINED is not set; give the pretrained tag or local weights file of "
-                f"{settings.backbone_arch}, the weights your tenants' adapters were trained on."
-            )
+        require_backbone(settings)
         device = torch.device(settings.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"RADAPTER_DEVICE={settings.device} but CUDA is not available; use cpu.")
@@ -137,3 +128,17 @@ def _rgb_array(image: Image.Image):
     import numpy as np
 
     return np.array(image.convert("RGB"), dtype=np.uint8, copy=True)
+
+
+def require_backbone(settings: Settings) -> None:
+    """Raise ValueError naming the environment variable when the backbone is not configured."""
+    if not settings.backbone_arch:
+        raise ValueError(
+            "no backbone configured: set RADAPTER_BACKBONE_ARCH to an open_clip architecture "
+            "(e.g. ViT-B-16) and RADAPTER_BACKBONE_PRETRAINED to a pretrained tag or a weights file."
+        )
+    if not settings.backbone_pretrained:
+        raise ValueError(
+            f"RADAPTER_BACKBONE_PRETRAINED is not set; give the pretrained tag or local weights file of "
+            f"{settings.backbone_arch}, the weights your tenants' adapters were trained on."
+        )

@@ -10,8 +10,10 @@ import sys
 # Subcommand name -> module that defines `add_arguments(parser)` and `run(args) -> int`.
 # Modules are imported only when their subcommand runs, so `radapter --help` stays fast.
 COMMANDS = {
+    "serve": ("service.cli", "run the multi-tenant inference service"),
     "merge": ("training.merge", "fold an adapter into its base model and write plain open_clip weights"),
     "export-onnx": ("training.export_onnx", "export image and text encoders to ONNX with a parity report"),
+    "data": ("training.data.cli", "build the emoji renditions benchmark"),
 }
 
 
