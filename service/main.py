@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from .api.routes import admin, classify, embed, gallery, health, retrieve
-from .api.schemas import ClassifyRequest, EmbedRequest, RetrieveRequest
+from .api.routes import admin, classify, embed, gallery, health, retrieve, segment
+from .api.schemas import ClassifyRequest, EmbedRequest, RetrieveRequest, SegmentRequest
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, install_request_middleware
@@ -20,7 +20,7 @@ from .state import ServiceState
 logger = logging.getLogger(__name__)
 
 # Bodies documented by hand (JSON or multipart), whose schemas FastAPI would not collect itself.
-DOCUMENTED_BODIES = (ClassifyRequest, EmbedRequest, RetrieveRequest)
+DOCUMENTED_BODIES = (ClassifyRequest, EmbedRequest, RetrieveRequest, SegmentRequest)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_request_middleware(app, metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (health, classify, embed, retrieve, gallery, admin):
+    for module in (health, classify, embed, retrieve, segment, gallery, admin):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)
     return app
