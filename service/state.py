@@ -71,9 +71,8 @@ class ServiceState:
 def make_backend(settings: Settings, backbone: Backbone) -> Backend:
     """Create the configured engine."""
     if settings.backend == "onnxruntime":
-        from .backends.onnx_backend import OnnxBackend
-
-        return OnnxBackend(backbone, settings.onnx_dir)
+        # TODO: serve per-tenant merged ONNX exports through onnxruntime; only torch exists so far.
+        raise ValueError("RADAPTER_BACKEND=onnxruntime is not implemented yet; set RADAPTER_BACKEND=torch.")
     from .backends.torch_backend import TorchBackend
 
     return TorchBackend(backbone)
