@@ -42,8 +42,9 @@ class ImageEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """`input_ids (B, context_length)` int64 -> L2-normalised `text_embeddings (B, D)`.
 
-    open_clip pools the text tower at the end-of-text token, found by `argmax` over the token ids
-    (EOT has the largest id); the exported graph keeps that gather, so it stays batch- and length-safe.
+    open_clip 3.x pools the text tower at the end-of-text token, found by `argmax` over the token ids
+    because EOT has the largest id. The exported graph keeps that ArgMax and gather, so each row
+    pools at its own EOT position whatever the batch size.
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -9,8 +9,11 @@ from torch import nn
 
 
 class _AllGatherWithGradient(torch.autograd.Function):
-    """Concatenate equal-sized shards from all ranks; the backward pass returns each rank its slice of
-    the summed gradient, so a loss computed on every rank trains every shard correctly."""
+    """Concatenate equal-sized shards from all ranks, keeping the autograd graph.
+
+    The backward pass sums the gradient over ranks and returns each rank its own slice, so a loss
+    computed on every rank trains every shard.
+    """
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:

@@ -145,3 +145,33 @@ def test_adapter_ema_swapped_in_restores_live_weights(tiny_model, tiny_batch):
 def test_inject_adapters_follows_model_mode(tiny_model):
     inject_adapters(tiny_model.eval(), RAdapterConfig())
     assert all(not adapter.training for _, adapter in iter_adapters(tiny_model))
+
+
+@pytest.mark.slow
+def test_vit_b_16_train_step_updates_only_adapters_and_ema():
+    from training.losses import mpm_nce_loss
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16")
+    inject_adapters(model, RAdapterConfig(vision_rank=16, text_rank=16))
+    mark_only_adapters_trainable(model)
+    ema = AdapterEMA(model)
+    frozen_before = model.visual.transformer.resblocks[0].attn.out_proj.weight.clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    model.train()
+    images = torch.randn(2, 3, 224, 224)
+    texts = open_clip.get_tokenizer("ViT-B-16")(["a fox", "a cat"])
+    image_features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+    text_features = torch.nn.functional.normalize(model.encode_text(texts), dim=-1)
+    loss = mpm_nce_loss(image_features, text_features, torch.tensor([0, 1]))
+    loss.backward()
+    optimizer.step()
+    ema.update(model)
+
+    assert torch.isfinite(loss)
+    assert model.logit_scale.grad is None
+    torch.testing.assert_close(model.visual.transformer.resblocks[0].attn.out_proj.weight, frozen_before)
+    up = model.visual.transformer.resblocks[0].ls_1.up
+    assert up.abs().max() > 0, "the zero-initialised up projection must move after one step"
+    assert ema.num_updates == 1

@@ -201,3 +201,16 @@ def test_merge_vit_b_16_random_init_low_rank_matches_unmerged(tmp_path):
     # Twelve 768-wide blocks accumulate float32 reordering error, hence a looser atol than the tiny model.
     torch.testing.assert_close(encode(stock, (images, texts)), expected, rtol=1e-3, atol=1e-4)
     assert (expected[0] - encode(base, (images, texts))[0]).abs().max() > 1e-3
+
+
+def test_merge_overlay_computes_in_float32_and_returns_base_dtype():
+    from training.radapter import merge_overlay
+
+    model = adapted_model(TINY, CONFIGS["full-rank"])
+    base_bf16 = {name: tensor.to(torch.bfloat16) for name, tensor in make_tiny_model().state_dict().items()}
+    overlay = merge_overlay(base_bf16, adapter_state_dict(model), alpha=0.5)
+    reference = merge_overlay(make_tiny_model().state_dict(), adapter_state_dict(model), alpha=0.5)
+    for name, tensor in overlay.items():
+        assert tensor.dtype == torch.bfloat16
+        # One bf16 rounding of the float32 result: relative error about 2**-8.
+        torch.testing.assert_close(tensor.float(), reference[name], rtol=2e-2, atol=2e-3)
