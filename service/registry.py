@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from training.models import weights_sha256
 from training.radapter import AdapterMetadata, check_base_matches, load_adapter, merge_overlay
 
 from .backbone import Backbone
-from .backends import Backend
+from .backends import Backend, VariantSpec
 from .cache import Variant, VariantCache, VariantKey
 from .errors import APIError
 from .metrics import Metrics
@@ -34,6 +35,7 @@ class TenantAdapter:
     metadata: AdapterMetadata
     tensors: dict[str, torch.Tensor]
     activated_at: float
+    sha256: str  # of the adapter tensors, see `weights_sha256`
 
     @property
     def default_alpha(self) -> float:
@@ -115,7 +117,7 @@ class TenantRegistry:
             check_base_matches(metadata, self.backbone.arch, self.backbone.sha256)
         except ValueError as error:
             raise APIError(409, "base_mismatch", f"tenant {tenant!r} version {version!r}: {error}") from error
-        return TenantAdapter(tenant, version, metadata, tensors, time.time())
+        return TenantAdapter(tenant, version, metadata, tensors, time.time(), weights_sha256(tensors))
 
     async def activate(
         self, tenant: str, version: str, *, write_pointer: bool = True, preloaded: TenantAdapter | None = None
@@ -186,8 +188,20 @@ class TenantRegistry:
 
     async def _build_variant(self, adapter: TenantAdapter, alpha: float) -> Variant:
         overlay = await asyncio.to_thread(self._merge, adapter, alpha)
-        key = f"{adapter.tenant}-{adapter.version}-{alpha}"
-        handle = await self.worker.run_in_thread(self.backend.prepare, key, overlay)
+        spec = VariantSpec(adapter.tenant, adapter.version, alpha, adapter.sha256)
+        try:
+            if self.backend.prepare_on_engine_thread:
+                handle = await self.worker.run_in_thread(self.backend.prepare, spec, overlay)
+            else:
+                handle = await asyncio.to_thread(self.backend.prepare, spec, overlay)
+        except Exception as error:  # an engine failure (export, session, device memory), not bad input
+            logger.exception("the %s engine could not prepare %s", self.backend.name, spec)
+            raise APIError(
+                500,
+                "variant_prepare_failed",
+                f"the {self.backend.name} engine could not prepare tenant {adapter.tenant!r} version "
+                f"{adapter.version!r} at alpha={alpha}; the server log has the cause.",
+            ) from error
         variant = Variant(adapter.tenant, adapter.version, alpha, handle, self.backend.handle_nbytes(handle))
         variant.templates = adapter.templates
         if adapter.metadata.labels:

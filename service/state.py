@@ -71,8 +71,14 @@ class ServiceState:
 def make_backend(settings: Settings, backbone: Backbone) -> Backend:
     """Create the configured engine."""
     if settings.backend == "onnxruntime":
-        # TODO: serve per-tenant merged ONNX exports through onnxruntime; only torch exists so far.
-        raise ValueError("RADAPTER_BACKEND=onnxruntime is not implemented yet; set RADAPTER_BACKEND=torch.")
+        try:
+            from .backends.onnx_backend import OnnxBackend
+        except ImportError as error:
+            raise ValueError(
+                f"RADAPTER_BACKEND=onnxruntime needs the onnxruntime package ({error}); install "
+                "radapter[cpu] or radapter[gpu], or set RADAPTER_BACKEND=torch."
+            ) from error
+        return OnnxBackend(backbone, settings)
     from .backends.torch_backend import TorchBackend
 
     return TorchBackend(backbone)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..backbone import Backbone
+from . import VariantSpec
 
 PREFIX = "clip."
 
@@ -47,6 +48,7 @@ class TorchBackend:
     """Runs the shared model in its serving dtype; a tenant costs only its overlay tensors."""
 
     name = "torch"
+    prepare_on_engine_thread = True
 
     def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
@@ -57,7 +59,7 @@ class TorchBackend:
         else:
             self.provider = f"cpu ({backbone.dtype}, {torch.get_num_threads()} threads)"
 
-    def prepare(self, key: str, overlay: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def prepare(self, spec: VariantSpec, overlay: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device, dtype = self.backbone.device, self.backbone.dtype
         return {PREFIX + name: tensor.to(device=device, dtype=dtype) for name, tensor in overlay.items()}
 

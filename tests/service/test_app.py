@@ -118,9 +118,3 @@ def test_store_tenant_with_bad_adapter_is_skipped(store, backbone_file, adapter_
     with TestClient(create_app(make_settings(store, backbone_file[0]))) as client:
         assert client.get("/readyz").json()["tenants"] == 2
 
-
-def test_onnxruntime_backend_fails_clearly(store, backbone_file):
-    app = create_app(make_settings(store, backbone_file[0], backend="onnxruntime"))
-    with pytest.raises(ValueError, match="RADAPTER_BACKEND=torch"):
-        with TestClient(app):
-            pass
