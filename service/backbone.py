@@ -60,6 +60,7 @@ class Backbone:
     def load(cls, settings: Settings) -> Backbone:
         """Load the configured base model, fingerprint its float32 weights, then cast to serving precision."""
         require_backbone(settings)
+        register_model_configs(settings)
         device = torch.device(settings.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"RADAPTER_DEVICE={settings.device} but CUDA is not available; use cpu.")
@@ -128,6 +129,19 @@ def _rgb_array(image: Image.Image):
     import numpy as np
 
     return np.array(image.convert("RGB"), dtype=np.uint8, copy=True)
+
+
+def register_model_configs(settings: Settings) -> None:
+    """Add the configured model-config directories to open_clip and check the backbone name resolves."""
+    for directory in settings.model_config_dirs:
+        open_clip.add_model_config(directory)
+        logger.info("registered open_clip model configs from %s", directory)
+    if settings.backbone_arch not in open_clip.list_models():
+        raise ValueError(
+            f"RADAPTER_BACKBONE_ARCH={settings.backbone_arch!r} is not an open_clip architecture; use a "
+            "name from open_clip.list_models(), or put <name>.json in a directory listed in "
+            "RADAPTER_MODEL_CONFIG_DIRS for a custom one."
+        )
 
 
 def require_backbone(settings: Settings) -> None:

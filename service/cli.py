@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -36,5 +37,8 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise ValueError(f"invalid settings: {error}") from error
     require_backbone(settings)
+    # The ONNX exporter's passes log every rewrite at INFO: dozens of lines per tenant export.
+    for name in ("onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
     return 0

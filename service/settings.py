@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -33,6 +35,12 @@ class Settings(BaseSettings):
     backbone_arch: str | None = Field(None, description="open_clip architecture name, e.g. ViT-B-16")
     backbone_pretrained: str | None = Field(
         None, description="open_clip pretrained tag (e.g. openai) or a local weights file"
+    )
+    model_config_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="extra directories of open_clip model-config JSON files (architecture name = file "
+        "name without .json), registered before the backbone loads; in the environment a JSON list or "
+        f"paths separated by {os.pathsep!r}",
     )
     device: str = Field("cpu", description="torch device: cpu, cuda or cuda:N")
     backend: Literal["torch", "onnxruntime"] = Field("torch", description="inference engine")
@@ -97,6 +105,31 @@ class Settings(BaseSettings):
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("model_config_dirs", mode="before")
+    @classmethod
+    def _split_config_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part for part in value.split(os.pathsep) if part]
+        return value
+
+    @field_validator("model_config_dirs")
+    @classmethod
+    def _check_config_dirs(cls, directories: list[Path]) -> list[Path]:
+        for directory in directories:
+            if not directory.is_dir():
+                raise ValueError(
+                    f"RADAPTER_MODEL_CONFIG_DIRS: {str(directory)!r} is not a directory; "
+                    "list directories that contain open_clip model-config JSON files."
+                )
+            if not any(directory.glob("*.json")):
+                raise ValueError(
+                    f"RADAPTER_MODEL_CONFIG_DIRS: {str(directory)!r} contains no .json model configs; "
+                    "each architecture needs a <name>.json file as in open_clip's model_configs directory."
+                )
+        return directories
 
     @field_validator("admin_api_key")
     @classmethod
