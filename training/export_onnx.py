@@ -64,7 +64,9 @@ def context_length(model: nn.Module) -> int:
     return int(getattr(model, "context_length", None) or model.text.context_length)
 
 
-def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str, opset: int) -> None:
+def _export(
+    module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str, opset: int
+) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
         module,
@@ -102,7 +104,9 @@ def export_encoders(model: nn.Module, output_dir: str | Path, opset: int = DEFAU
     return paths
 
 
-def parity_inputs(model: nn.Module, tokenizer, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def parity_inputs(
+    model: nn.Module, tokenizer, batch_size: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return random images and captions of varied lengths, some longer than the context, for a batch."""
     generator = torch.Generator().manual_seed(seed + batch_size)
     images = torch.randn(batch_size, 3, *image_size(model), generator=generator)
@@ -114,7 +118,9 @@ def parity_inputs(model: nn.Module, tokenizer, batch_size: int, seed: int = 0) -
     return images, tokenizer(captions)
 
 
-def parity_report(model: nn.Module, paths: dict[str, Path], tokenizer, providers: list[str] | None = None) -> dict:
+def parity_report(
+    model: nn.Module, paths: dict[str, Path], tokenizer, providers: list[str] | None = None
+) -> dict:
     """Compare ONNX Runtime with PyTorch eager on both encoders at several batch sizes."""
     import onnxruntime as ort
 
@@ -130,12 +136,14 @@ def parity_report(model: nn.Module, paths: dict[str, Path], tokenizer, providers
             name = sessions[kind].get_inputs()[0].name
             actual = torch.from_numpy(sessions[kind].run(None, {name: inputs.numpy()})[0])
             cosine = F.cosine_similarity(actual, expected, dim=-1)
-            rows.append({
-                "encoder": kind,
-                "batch_size": batch_size,
-                "max_abs_diff": float((actual - expected).abs().max()),
-                "min_cosine": float(cosine.min()),
-            })
+            rows.append(
+                {
+                    "encoder": kind,
+                    "batch_size": batch_size,
+                    "max_abs_diff": float((actual - expected).abs().max()),
+                    "min_cosine": float(cosine.min()),
+                }
+            )
     passed = all(row["max_abs_diff"] <= MAX_ABS_DIFF and row["min_cosine"] >= MIN_COSINE for row in rows)
     return {
         "providers": sessions["image"].get_providers(),
@@ -147,9 +155,15 @@ def parity_report(model: nn.Module, paths: dict[str, Path], tokenizer, providers
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", required=True, help="open_clip architecture name, e.g. ViT-B-16")
-    parser.add_argument("--pretrained", required=True, help="merged or base weights: a local file or a pretrained tag")
-    parser.add_argument("--output-dir", required=True, type=Path, help="directory for the ONNX files and parity.json")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--pretrained", required=True, help="merged or base weights: a local file or a pretrained tag"
+    )
+    parser.add_argument(
+        "--output-dir", required=True, type=Path, help="directory for the ONNX files and parity.json"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer (default {DEFAULT_OPSET})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     (args.output_dir / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'encoder':<8} {'batch':>5} {'max abs diff':>13} {'min cosine':>11}")
     for row in report["results"]:
-        print(f"{row['encoder']:<8} {row['batch_size']:>5} {row['max_abs_diff']:>13.2e} {row['min_cosine']:>11.7f}")
+        encoder, batch_size = row["encoder"], row["batch_size"]
+        print(f"{encoder:<8} {batch_size:>5} {row['max_abs_diff']:>13.2e} {row['min_cosine']:>11.7f}")
     verdict = "passed" if report["passed"] else "FAILED"
-    print(f"parity {verdict} (max abs diff <= {MAX_ABS_DIFF}, cosine >= {MIN_COSINE}); report: {args.output_dir / PARITY_FILE}")
+    tolerance = f"max abs diff <= {MAX_ABS_DIFF}, cosine >= {MIN_COSINE}"
+    print(f"parity {verdict} ({tolerance}); report: {args.output_dir / PARITY_FILE}")
     return 0 if report["passed"] else 1

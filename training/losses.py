@@ -50,7 +50,9 @@ def gather_features(
     return all_images, all_texts, torch.cat(label_shards, dim=0)
 
 
-def soft_targets(row_labels: torch.Tensor, column_labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+def soft_targets(
+    row_labels: torch.Tensor, column_labels: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
     """Return MPM-NCE targets: `(1 - eps) / |P|` on each positive, `eps / (N - |P|)` on each negative.
 
     A row without negatives (every label equal) puts all its mass on the positives, so the

@@ -36,19 +36,31 @@ def merge_adapter_into_base(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--adapter", required=True, type=Path, help="adapter directory (adapter.safetensors + adapter.json)")
-    parser.add_argument("--pretrained", required=True, help="base weights: an open_clip pretrained tag or a local file")
-    parser.add_argument("--arch", help="open_clip architecture name (default: the one recorded in adapter.json)")
-    parser.add_argument("--alpha", type=float, help="re-scaling factor in [0, 1] (default: the adapter's own)")
+    parser.add_argument(
+        "--adapter", required=True, type=Path, help="adapter directory (adapter.safetensors + adapter.json)"
+    )
+    parser.add_argument(
+        "--pretrained", required=True, help="base weights: an open_clip pretrained tag or a local file"
+    )
+    parser.add_argument(
+        "--arch", help="open_clip architecture name (default: the one recorded in adapter.json)"
+    )
+    parser.add_argument(
+        "--alpha", type=float, help="re-scaling factor in [0, 1] (default: the adapter's own)"
+    )
     parser.add_argument("--output", required=True, type=Path, help="path of the merged .safetensors file")
     parser.add_argument(
-        "--no-verify", action="store_true", help="skip reloading the output with stock open_clip (strict keys)"
+        "--no-verify",
+        action="store_true",
+        help="skip reloading the output with stock open_clip (strict keys)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.output.suffix != ".safetensors":
-        raise ValueError(f"--output {args.output} must end in .safetensors; open_clip picks the loader by suffix.")
+        raise ValueError(
+            f"--output {args.output} must end in .safetensors; open_clip picks the loader by suffix."
+        )
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha {args.alpha} is invalid; pass a value in [0, 1].")
     _, metadata = load_adapter(args.adapter)
@@ -60,11 +72,21 @@ def run(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.contiguous() for name, tensor in merged.items()}
     save_file(tensors, str(args.output), metadata={"architecture": architecture, "alpha": str(alpha)})
-    logger.info("merged %s at alpha %.2f into %s in %.1f s", args.adapter, alpha, args.output, time.perf_counter() - start)
+    logger.info(
+        "merged %s at alpha %.2f into %s in %.1f s",
+        args.adapter,
+        alpha,
+        args.output,
+        time.perf_counter() - start,
+    )
 
     if not args.no_verify:
         # The contract of a merged file: stock open_clip loads it with strict key matching.
         open_clip.create_model(architecture, pretrained=str(args.output))
-        logger.info("verified: open_clip.create_model(%r, pretrained=%r) loads it strictly", architecture, str(args.output))
+        logger.info(
+            "verified: open_clip.create_model(%r, pretrained=%r) loads it strictly",
+            architecture,
+            str(args.output),
+        )
     print(args.output)
     return 0

@@ -46,7 +46,9 @@ def _check_pretrained(arch: str, pretrained: str) -> None:
     looks_like_path = path.suffix in WEIGHT_SUFFIXES or "/" in pretrained or path.exists()
     if looks_like_path:
         if not path.is_file():
-            raise FileNotFoundError(f"base weights file {pretrained!r} does not exist; pass an existing file.")
+            raise FileNotFoundError(
+                f"base weights file {pretrained!r} does not exist; pass an existing file."
+            )
         return
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if pretrained not in tags:
@@ -55,7 +57,9 @@ def _check_pretrained(arch: str, pretrained: str) -> None:
         )
 
 
-def load_base_model(arch: str, pretrained: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+def load_base_model(
+    arch: str, pretrained: str | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Create an open_clip model by architecture name with weights from a pretrained tag or a local file.
 
     `pretrained=None` gives random initialisation (smoke tests only). The model is returned in eval mode.

@@ -20,7 +20,9 @@ from training.radapter import (
 )
 
 
-def encode(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(
+    model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         return model.encode_image(images), model.encode_text(texts)
 
@@ -37,7 +39,9 @@ def test_inject_adapters_fresh_adapters_are_identity(arch, rank, tiny_batch):
     adapted.train()
     base.train()
     with torch.no_grad():
-        torch.testing.assert_close(adapted.encode_image(tiny_batch[0]), base.encode_image(tiny_batch[0]), rtol=0, atol=0)
+        torch.testing.assert_close(
+            adapted.encode_image(tiny_batch[0]), base.encode_image(tiny_batch[0]), rtol=0, atol=0
+        )
 
 
 def test_inject_adapters_places_two_per_block_in_selected_towers(tiny_model):
@@ -79,7 +83,9 @@ def test_inject_adapters_rejects_second_insertion(tiny_model):
         inject_adapters(tiny_model, RAdapterConfig())
 
 
-@pytest.mark.parametrize("field, value", [("drop_prob", 1.0), ("alpha", 1.5), ("vision_rank", 0), ("towers", ("audio",))])
+@pytest.mark.parametrize(
+    "field, value", [("drop_prob", 1.0), ("alpha", 1.5), ("vision_rank", 0), ("towers", ("audio",))]
+)
 def test_radapter_config_rejects_invalid_values(field, value):
     with pytest.raises(ValueError, match=field):
         RAdapterConfig(**{field: value})

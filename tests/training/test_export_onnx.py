@@ -57,7 +57,9 @@ def test_text_encoder_pools_end_of_text_token_in_onnx(exported):
 
 def test_cli_export_onnx_writes_parity_report(tmp_path, capsys):
     weights = save_weights(make_tiny_model(), tmp_path / "base.safetensors")
-    code = main(["export-onnx", "--arch", TINY, "--pretrained", str(weights), "--output-dir", str(tmp_path / "out")])
+    code = main(
+        ["export-onnx", "--arch", TINY, "--pretrained", str(weights), "--output-dir", str(tmp_path / "out")]
+    )
     assert code == 0
     report = json.loads((tmp_path / "out" / PARITY_FILE).read_text())
     assert report["passed"] and report["providers"][0] == "CPUExecutionProvider"

@@ -23,11 +23,14 @@ def test_mpm_nce_loss_matches_hand_computed_case():
 
     cos = images @ texts.T
     negative = torch.tensor([[0, 0, 1], [0, 0, 1], [1, 1, 0]], dtype=torch.float64)
-    targets = torch.tensor([
-        [0.4, 0.4, 0.2],  # (1 - eps) / 2 on two positives, eps / 1 on one negative
-        [0.4, 0.4, 0.2],
-        [0.1, 0.1, 0.8],  # eps / 2 on two negatives, (1 - eps) on one positive
-    ], dtype=torch.float64)
+    targets = torch.tensor(
+        [
+            [0.4, 0.4, 0.2],  # (1 - eps) / 2 on two positives, eps / 1 on one negative
+            [0.4, 0.4, 0.2],
+            [0.1, 0.1, 0.8],  # eps / 2 on two negatives, (1 - eps) on one positive
+        ],
+        dtype=torch.float64,
+    )
     expected = 0.0
     for logits in ((cos + delta * negative) / tau, (cos.T + delta * negative) / tau):
         log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)

@@ -30,7 +30,9 @@ CONFIGS = {
 }
 
 
-def encode(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(
+    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         return model.encode_image(batch[0]), model.encode_text(batch[1])
 
@@ -43,7 +45,9 @@ def adapted_model(arch: str, config: RAdapterConfig) -> torch.nn.Module:
 
 @pytest.mark.parametrize("arch", [TINY, TINY_CUSTOM_TEXT])
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
-def test_merged_state_dict_in_stock_open_clip_equals_unmerged_and_reloaded(arch, config_name, tiny_batch, tmp_path):
+def test_merged_state_dict_in_stock_open_clip_equals_unmerged_and_reloaded(
+    arch, config_name, tiny_batch, tmp_path
+):
     config = CONFIGS[config_name]
     base = make_tiny_model(arch)
     model = adapted_model(arch, config)
@@ -87,7 +91,10 @@ def test_merged_state_dict_alpha_zero_is_base_and_alpha_is_wise_ft_interpolation
         torch.testing.assert_close(at_zero[name], tensor, rtol=0, atol=0)
         torch.testing.assert_close(at_alpha[name], 0.7 * tensor + 0.3 * at_one[name], rtol=1e-5, atol=1e-6)
     changed = [name for name in base_state if not torch.equal(at_one[name], base_state[name])]
-    assert changed and all(name.endswith(("out_proj.weight", "out_proj.bias", "c_proj.weight", "c_proj.bias")) for name in changed)
+    assert changed and all(
+        name.endswith(("out_proj.weight", "out_proj.bias", "c_proj.weight", "c_proj.bias"))
+        for name in changed
+    )
 
 
 def test_merge_and_unload_restores_plain_modules_with_same_outputs(tiny_batch):
@@ -136,7 +143,19 @@ def test_cli_merge_writes_file_stock_open_clip_loads(config_name, tiny_batch, tm
     model = write_adapter(tmp_path, CONFIGS[config_name], base)
     output = tmp_path / "out" / "merged.safetensors"
 
-    code = main(["merge", "--adapter", str(tmp_path / "adapter"), "--pretrained", str(base_path), "--alpha", "0.4", "--output", str(output)])
+    code = main(
+        [
+            "merge",
+            "--adapter",
+            str(tmp_path / "adapter"),
+            "--pretrained",
+            str(base_path),
+            "--alpha",
+            "0.4",
+            "--output",
+            str(output),
+        ]
+    )
 
     assert code == 0
     set_alpha(model, 0.4)
@@ -150,7 +169,17 @@ def test_cli_merge_rejects_other_base_weights_naming_both_hashes(tmp_path, capsy
     other = make_tiny_model(seed=1)
     other_path = save_weights(other, tmp_path / "other.safetensors")
 
-    code = main(["merge", "--adapter", str(tmp_path / "adapter"), "--pretrained", str(other_path), "--output", str(tmp_path / "m.safetensors")])
+    code = main(
+        [
+            "merge",
+            "--adapter",
+            str(tmp_path / "adapter"),
+            "--pretrained",
+            str(other_path),
+            "--output",
+            str(tmp_path / "m.safetensors"),
+        ]
+    )
 
     assert code == 2
     error = capsys.readouterr().err
@@ -177,7 +206,9 @@ def test_cli_merge_rejects_bad_arguments(arguments, message, tmp_path, capsys):
         options["--pretrained"] = str(tmp_path / arguments[1])
     else:
         options[arguments[0]] = arguments[1]
-    argv = ["merge", "--adapter", str(tmp_path / "adapter")] + [item for pair in options.items() for item in pair]
+    argv = ["merge", "--adapter", str(tmp_path / "adapter")] + [
+        item for pair in options.items() for item in pair
+    ]
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err

@@ -49,11 +49,15 @@ class AdapterMetadata:
         data = dict(data)
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"adapter format_version {version!r} is not supported; this version reads {FORMAT_VERSION}.")
+            raise ValueError(
+                f"adapter format_version {version!r} is not supported; this version reads {FORMAT_VERSION}."
+            )
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown fields {unknown} in {METADATA_NAME}; known fields are {sorted(known)}.")
+            raise ValueError(
+                f"unknown fields {unknown} in {METADATA_NAME}; known fields are {sorted(known)}."
+            )
         data["config"] = RAdapterConfig.from_dict(data["config"])
         return cls(**data)
 
@@ -109,12 +113,16 @@ def validate_adapter_tensors(tensors: dict[str, torch.Tensor], config: RAdapterC
     for name, tensor in tensors.items():
         prefix, kind = name.rsplit(".", 1) if "." in name else ("", name)
         if not prefix.endswith((".ls_1", ".ls_2")) or kind not in ("weight", "up", "down", "scale"):
-            raise ValueError(f"unexpected adapter tensor {name!r}; names end in ls_1/ls_2 .weight/.up/.down/.scale.")
+            raise ValueError(
+                f"unexpected adapter tensor {name!r}; names end in ls_1/ls_2 .weight/.up/.down/.scale."
+            )
         if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
             raise ValueError(f"adapter tensor {name!r} is not finite floating point; the adapter is corrupt.")
         tower = "vision" if prefix.startswith("visual.") else "text"
         if tower not in config.towers:
-            raise ValueError(f"adapter tensor {name!r} belongs to the {tower} tower, which the config excludes.")
+            raise ValueError(
+                f"adapter tensor {name!r} belongs to the {tower} tower, which the config excludes."
+            )
         rank = config.rank_for(tower)
         _check_shape(name, kind, tensor, rank)
     prefixes = {name.rsplit(".", 1)[0] for name in tensors}
@@ -138,7 +146,9 @@ def _check_shape(name: str, kind: str, tensor: torch.Tensor, rank: int | None) -
         ok = rank is not None and len(shape) == 2 and shape[0] == rank
     if not ok:
         expected = "full rank" if rank is None else f"rank {rank}"
-        raise ValueError(f"adapter tensor {name!r} has shape {shape}, which does not fit {expected} ({kind}).")
+        raise ValueError(
+            f"adapter tensor {name!r} has shape {shape}, which does not fit {expected} ({kind})."
+        )
 
 
 def check_base_matches(metadata: AdapterMetadata, architecture: str, weights_sha256: str) -> None:
@@ -151,5 +161,6 @@ def check_base_matches(metadata: AdapterMetadata, architecture: str, weights_sha
     if metadata.base_weights_sha256 != weights_sha256:
         raise ValueError(
             f"base weights mismatch: the adapter expects sha256 {metadata.base_weights_sha256}, "
-            f"the loaded weights have sha256 {weights_sha256}; load the base weights the adapter was trained on."
+            f"the loaded weights have sha256 {weights_sha256}; "
+            "load the base weights the adapter was trained on."
         )

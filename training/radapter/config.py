@@ -33,7 +33,9 @@ class RAdapterConfig:
     alpha: float = field(
         default=0.5, metadata={"help": "re-scaling factor applied to every adapter at evaluation and merge"}
     )
-    init_scale: float = field(default=0.1, metadata={"help": "initial value of each adapter's learnable scale"})
+    init_scale: float = field(
+        default=0.1, metadata={"help": "initial value of each adapter's learnable scale"}
+    )
 
     def __post_init__(self) -> None:
         self.towers = tuple(self.towers)
@@ -42,7 +44,9 @@ class RAdapterConfig:
         for name in ("vision_rank", "text_rank"):
             rank = getattr(self, name)
             if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-                raise ValueError(f"{name}={rank!r} is invalid; use a positive integer, or None for full rank.")
+                raise ValueError(
+                    f"{name}={rank!r} is invalid; use a positive integer, or None for full rank."
+                )
         if not 0.0 <= self.drop_prob < 1.0:
             raise ValueError(f"drop_prob={self.drop_prob!r} is invalid; it must lie in [0, 1).")
         if not 0.0 <= self.ema_momentum < 1.0:

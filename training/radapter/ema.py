@@ -63,7 +63,9 @@ class AdapterEMA:
     def load_state_dict(self, state: dict[str, object]) -> None:
         shadow = state["shadow"]
         if set(shadow) != set(self.names):
-            raise ValueError("EMA state does not match the model's adapters; was it saved for another config?")
+            raise ValueError(
+                "EMA state does not match the model's adapters; was it saved for another config?"
+            )
         self.momentum = float(state["momentum"])
         self.num_updates = int(state["num_updates"])
         self.shadow = {name: tensor.clone().float() for name, tensor in shadow.items()}

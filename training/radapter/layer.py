@@ -32,7 +32,9 @@ class RAdapter(nn.Module):
     ) -> None:
         super().__init__()
         if rank is not None and not 1 <= rank <= width:
-            raise ValueError(f"rank={rank} is invalid for width {width}; use 1..{width}, or None for full rank.")
+            raise ValueError(
+                f"rank={rank} is invalid for width {width}; use 1..{width}, or None for full rank."
+            )
         self.base_layer = base_layer
         self.width = width
         self.rank = rank

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 class UnsupportedModelError(ValueError):
     """The model's structure does not allow exact R-Adapter insertion and merging."""
 
+
 # Each adapter slot and the pretrained linear layer whose output it adapts, relative to a block.
 SLOT_TARGETS = {"ls_1": "attn.out_proj", "ls_2": "mlp.c_proj"}
 
@@ -26,7 +27,8 @@ def tower_transformers(model: nn.Module) -> dict[str, tuple[str, Transformer]]:
     """Return `{tower: (module path, Transformer)}` for the vision and text towers of an open_clip model.
 
     Raises:
-        UnsupportedModelError: a tower is not an open_clip `Transformer` (timm or Hugging Face towers, ResNets).
+        UnsupportedModelError: a tower is not an open_clip `Transformer` (timm or Hugging Face towers,
+            ResNets).
     """
     visual = getattr(model, "visual", None)
     if hasattr(model, "text"):  # CustomTextCLIP keeps its text tower under `text`
@@ -57,7 +59,9 @@ def _check_block(block: nn.Module, path: str) -> None:
         )
     for slot in SLOT_TARGETS:
         if isinstance(getattr(block, slot), RAdapter):
-            raise ValueError(f"block '{path}' already has an R-Adapter in '{slot}'; insert adapters only once.")
+            raise ValueError(
+                f"block '{path}' already has an R-Adapter in '{slot}'; insert adapters only once."
+            )
 
 
 def inject_adapters(model: nn.Module, config: RAdapterConfig) -> nn.Module:
@@ -188,7 +192,9 @@ def merged_delta_matrices(
     for prefix in prefixes:
         block, slot = prefix.rsplit(".", 1)
         if slot not in SLOT_TARGETS:
-            raise ValueError(f"adapter tensor prefix '{prefix}' does not end in one of {sorted(SLOT_TARGETS)}.")
+            raise ValueError(
+                f"adapter tensor prefix '{prefix}' does not end in one of {sorted(SLOT_TARGETS)}."
+            )
         scale = adapter_tensors[f"{prefix}.scale"].to(dtype)
         if f"{prefix}.weight" in adapter_tensors:
             delta = adapter_tensors[f"{prefix}.weight"].to(dtype)
