@@ -11,14 +11,22 @@ import sys
 # Modules are imported only when their subcommand runs, so `radapter --help` stays fast.
 COMMANDS = {
     "serve": ("service.cli", "run the multi-tenant inference service"),
+    "train": ("training.train", "fine-tune an open_clip model with R-Adapter or a baseline method"),
+    "evaluate": ("training.evaluate", "measure ID and OOD accuracy or recall, with optional alpha sweeps"),
     "merge": ("training.merge", "fold an adapter into its base model and write plain open_clip weights"),
     "export-onnx": ("training.export_onnx", "export image and text encoders to ONNX with a parity report"),
     "data": ("training.data.cli", "build the emoji renditions benchmark"),
+    "pretrain": (
+        "training.pretrain",
+        "pretrain the embedded CLIP backbone on the benchmark's pretrain split",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radapter", description="R-Adapter fine-tuning and serving for open_clip.")
+    parser = argparse.ArgumentParser(
+        prog="radapter", description="R-Adapter fine-tuning and serving for open_clip."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():

@@ -1,0 +1,105 @@
+"""Resumable training checkpoints: trainable weights, EMA, optimizer, scheduler, RNG states and step."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .methods import PreparedModel
+
+CHECKPOINT_NAME = "last.pt"
+
+# Fields that may change between an interrupted run and its resumption without changing the result.
+RESUMABLE_CHANGES = {"max_steps", "log_every", "checkpoint_every", "num_workers", "output"}
+
+
+def rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(
+    path: Path,
+    prepared: PreparedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    config: TrainConfig,
+) -> None:
+    """Write the training state atomically, so an interruption never leaves a truncated checkpoint."""
+    state = {
+        "step": step,
+        "config": config.to_dict(),
+        "trainable": {
+            name: parameter.detach().cpu() for name, parameter in prepared.trainable_parameters().items()
+        },
+        "ema": prepared.ema.state_dict() if prepared.ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(
+    path: Path,
+    prepared: PreparedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+) -> int:
+    """Restore the training state from `path` in place and return the step it was saved at."""
+    # weights_only=False: Python's random state is a tuple of ints that the safe loader rejects.
+    # Only checkpoints this command wrote into the run folder are read.
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    _check_same_run(state["config"], config, path)
+    trainable = prepared.trainable_parameters()
+    if set(state["trainable"]) != set(trainable):
+        raise ValueError(
+            f"checkpoint {path} holds other trainable parameters than this run; start in a new --output."
+        )
+    with torch.no_grad():
+        for name, parameter in trainable.items():
+            parameter.copy_(state["trainable"][name])
+    if prepared.ema is not None:
+        prepared.ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng_states(state["rng"])
+    return int(state["step"])
+
+
+def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    current = config.to_dict()
+    changed = sorted(
+        key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]
+    )
+    if changed:
+        details = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed[:5])
+        raise ValueError(
+            f"cannot resume from {path}: the settings changed ({details}). "
+            "Restore them, or pass a new --output to start a fresh run."
+        )

@@ -1,0 +1,316 @@
+"""The fine-tuning loop: AdamW, cosine schedule with warmup, clipping, autocast, DDP, resume, logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.distributed as dist
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from training.losses import ClassificationLoss, info_nce_loss, mpm_nce_loss
+from training.models import load_base_model, weights_sha256
+
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .config import TrainConfig, save_config
+from .data import TrainData, build_train_data, epoch_batches, template_choices
+from .methods import PreparedModel, prepare_model
+from .outputs import write_outputs
+from .runtime import peak_memory_mb, zero_shot_head
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """Join the torchrun process group when WORLD_SIZE > 1: NCCL on CUDA, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Distributed(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Return the autocast dtype, or None for plain fp32."""
+    if config.precision == "fp32":
+        return None
+    if config.precision == "bf16":
+        return torch.bfloat16
+    # auto: bf16 where the accelerator supports it; CPUs without bf16 units run it slower than fp32.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class BatchContext:
+    """Per-run constants the loss of one batch needs."""
+
+    config: TrainConfig
+    data: TrainData
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype | None
+    templates_per_sample: torch.Tensor | None = None
+
+
+def batch_loss(
+    forward: torch.nn.Module, batch: list, positions: list[int], context: BatchContext
+) -> torch.Tensor:
+    """Compute the training loss of one local batch."""
+    config = context.config
+    images = batch[0].to(context.device, non_blocking=True)
+    autocast = torch.autocast(context.device.type, dtype=context.dtype) if context.dtype else nullcontext()
+
+    if config.task == "classification":
+        labels = batch[1].to(context.device)
+        if config.loss == "cross-entropy":
+            with autocast:
+                logits = forward(images)  # (B, C)
+            return ClassificationLoss(config.label_smoothing)(logits.float(), labels)
+        choices = context.templates_per_sample[positions].tolist()
+        names = context.data.class_names
+        texts = [
+            context.data.templates[choice].format(names[label])
+            for choice, label in zip(choices, labels.tolist(), strict=True)
+        ]
+    else:
+        texts, labels = list(batch[1]), batch[2].to(context.device)
+
+    tokens = context.tokenizer(texts).to(context.device)
+    with autocast:
+        image_features, text_features = forward(images, tokens)  # (B, D) each
+    if config.loss == "info-nce":
+        return info_nce_loss(image_features.float(), text_features.float(), 1.0 / config.temperature)
+    return mpm_nce_loss(
+        image_features.float(),
+        text_features.float(),
+        labels,
+        temperature=config.temperature,
+        margin=config.margin,
+        label_smoothing=config.label_smoothing,
+    )
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run one fine-tuning job end to end and return its training summary (rank 0 writes the outputs)."""
+    if config.output is None:
+        raise ValueError("no run folder: pass --output DIR.")
+    run_dir = Path(config.output)
+    env = setup_distributed()
+    seed_everything(config.seed)
+    start_time = time.perf_counter()
+
+    model = load_base_model(config.arch, config.pretrained, device=env.device)
+    base_sha256 = weights_sha256(model.state_dict())
+    tokenizer = open_clip.get_tokenizer(config.arch)
+    preprocess = PreprocessCfg(**model.visual.preprocess_cfg)
+    data = build_train_data(config, image_transform_v2(preprocess, is_train=True))
+    head = (
+        zero_shot_head(model, tokenizer, data.class_names, data.templates)
+        if config.loss == "cross-entropy"
+        else None
+    )
+    prepared = prepare_model(model, config, head)
+    prepared.forward.train()
+    trainable = prepared.trainable_parameters()
+    forward = prepared.forward
+    if env.world_size > 1:
+        forward = DistributedDataParallel(
+            forward, device_ids=[env.device.index] if env.device.type == "cuda" else None
+        )
+
+    steps_per_epoch = len(data.dataset) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    optimizer = torch.optim.AdamW(trainable.values(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, config.warmup_steps, total_steps)
+
+    step = 0
+    checkpoint_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+    if checkpoint_path.is_file():
+        step = load_checkpoint(checkpoint_path, prepared, optimizer, scheduler, config)
+        logger.info("resumed %s at step %d", checkpoint_path, step)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.json")
+
+    context = BatchContext(config, data, tokenizer, env.device, autocast_dtype(config, env.device))
+    log = MetricsLog(run_dir, enabled=env.is_main)
+    step_times: list[float] = []
+    progress = tqdm(total=last_step, initial=step, desc=f"train {config.method}", disable=not env.is_main)
+    while step < last_step:
+        epoch, offset = divmod(step, steps_per_epoch)
+        if config.task == "classification":
+            context.templates_per_sample = template_choices(
+                len(data.dataset), len(data.templates), config.seed, epoch
+            )
+        batches = epoch_batches(len(data.dataset), config, epoch, env.rank, env.world_size)[offset:]
+        loader = DataLoader(data.dataset, batch_sampler=batches, num_workers=config.num_workers)
+        for positions, batch in zip(batches, loader, strict=True):
+            tick = time.perf_counter()
+            loss = batch_loss(forward, batch, positions, context)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = clip_gradients(trainable.values(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if prepared.ema is not None:
+                prepared.ema.update(prepared.model)
+            step += 1
+            step_times.append(time.perf_counter() - tick)
+
+            row = {
+                "step": step,
+                "epoch": epoch,
+                "loss": mean_over_processes(loss.detach()),
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": grad_norm,
+                "step_time_s": step_times[-1],
+            }
+            log.write(row, every=config.log_every, force=step == last_step)
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['loss']:.4f}")
+            if step % config.checkpoint_every == 0 or step == last_step:
+                if env.is_main:
+                    save_checkpoint(checkpoint_path, prepared, optimizer, scheduler, step, config)
+            if step == last_step:
+                break
+    progress.close()
+
+    summary = training_summary(config, prepared, step, step_times, time.perf_counter() - start_time, env)
+    if env.is_main:
+        write_outputs(run_dir, config, prepared, data, base_sha256, summary)
+    log.close()
+    if env.world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def clip_gradients(parameters, max_norm: float | None) -> float:
+    """Clip the global gradient norm when `max_norm` is set; return the norm before clipping."""
+    parameters = [parameter for parameter in parameters if parameter.grad is not None]
+    if max_norm is None:
+        return float(
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+        )
+    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+
+
+def mean_over_processes(value: torch.Tensor) -> float:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return float(value)
+
+
+def training_summary(
+    config: TrainConfig,
+    prepared: PreparedModel,
+    step: int,
+    step_times: list[float],
+    wall_s: float,
+    env: Distributed,
+) -> dict[str, Any]:
+    """Return what `adapter.json`, `summary.json` and the comparison's cost table report."""
+    trainable = sum(parameter.numel() for parameter in prepared.trainable_parameters().values())
+    total = sum(parameter.numel() for parameter in prepared.model.parameters())
+    steady = step_times[1:] or step_times  # the first step pays for lazy initialisation
+    return {
+        "method": config.method,
+        "task": config.task,
+        "steps": step,
+        "seed": config.seed,
+        "world_size": env.world_size,
+        "global_batch_size": config.batch_size,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "mean_step_time_s": sum(steady) / len(steady) if steady else None,
+        "wall_time_s": wall_s,
+        "peak_memory_mb": peak_memory_mb(env.device),
+        "device": str(env.device),
+    }
+
+
+class MetricsLog:
+    """Append training metrics as JSON lines to `metrics.jsonl`, and to TensorBoard when it is installed."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict[str, Any], every: int, force: bool = False) -> None:
+        if not self.enabled or (row["step"] % every and not force):
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(f"train/{key}", value, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
