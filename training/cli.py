@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"radapter {known.command}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    logging.basicConfig(
-        level=logging.DEBUG if known.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Only this project's loggers speak at INFO: open_clip and the ONNX exporter log every step of
+    # their work at INFO, which would bury the command's own output.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for package in ("training", "service"):
+        logging.getLogger(package).setLevel(logging.DEBUG if known.verbose else logging.INFO)
     try:
         return module.run(args)
     except (ValueError, FileNotFoundError) as error:
