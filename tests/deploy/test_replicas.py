@@ -141,7 +141,7 @@ IMAGE = png_base64()
 
 
 def served_version(url: str) -> str | None:
-    """Classify one image as tenant acme; return the version that answered, None for 404."""
+    """Classify one image as tenant acme; return the response's version, or None for 404."""
     response = httpx.post(
         f"{url}/v1/tenants/acme/classify",
         json={"images": [IMAGE], "top_k": 1},

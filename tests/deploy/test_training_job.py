@@ -65,7 +65,8 @@ def test_train_arguments_parse():
     module = importlib.import_module(COMMANDS[subcommand][0])
     parser = argparse.ArgumentParser(prog=f"radapter {subcommand}")
     module.add_arguments(parser)
-    parser.parse_args(rest)
+    _, unknown = parser.parse_known_args(rest)
+    assert not unknown, f"`radapter {subcommand}` has no flags {unknown}; see `radapter {subcommand} --help`"
 
 
 def test_shared_memory_is_enlarged():
