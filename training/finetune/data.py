@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,12 +59,41 @@ def build_train_data(config: TrainConfig, transform: Callable) -> TrainData:
         indices = indices[: config.limit]
     if len(indices) < len(dataset):
         data.dataset = Subset(dataset, indices)
+    data.dataset = SeededSamples(data.dataset, config.seed)
     if len(data.dataset) < config.batch_size:
         raise ValueError(
             f"batch_size={config.batch_size} exceeds the {len(data.dataset)} training samples of {manifest}; "
             f"pass --batch-size {len(data.dataset)} or less."
         )
     return data
+
+
+class SeededSamples(Dataset):
+    """Load sample i of `epoch` under an RNG seeded from (seed, epoch, i), then restore the RNG.
+
+    Random augmentation then depends on the sample alone, not on which process or worker loads it
+    or on what ran before, so N processes see the same crops as one, and a resumed run the same
+    crops as an uninterrupted one.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        python_state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(python_state)
 
 
 def few_shot_indices(labels: Sequence[str | None], shots: int, seed: int) -> list[int]:

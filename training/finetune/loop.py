@@ -198,8 +198,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
             context.templates_per_sample = template_choices(
                 len(data.dataset), len(data.templates), config.seed, epoch
             )
+        data.dataset.epoch = epoch
         batches = epoch_batches(len(data.dataset), config, epoch, env.rank, env.world_size)[offset:]
-        loader = DataLoader(data.dataset, batch_sampler=batches, num_workers=config.num_workers)
+        # A loader's own generator keeps its iterator from drawing on the global RNG, whose state
+        # (Adapter Dropping) a resumed run must continue exactly.
+        loader_generator = torch.Generator().manual_seed(config.seed + epoch)
+        loader = DataLoader(
+            data.dataset, batch_sampler=batches, num_workers=config.num_workers, generator=loader_generator
+        )
         for positions, batch in zip(batches, loader, strict=True):
             tick = time.perf_counter()
             loss = batch_loss(forward, batch, positions, context)

@@ -1,0 +1,68 @@
+"""A tiny benchmark folder and base weights for fine-tuning, evaluation and comparison tests.
+
+This module holds no tests; the train, evaluate and compare tests import it by path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from helpers import TINY, make_tiny_model, save_weights
+from PIL import Image
+
+CLASSES = ["animal-mammal", "food-fruit", "travel-car"]
+# One base colour per class; OOD styles shift it so the task stays learnable but shifted.
+COLOURS = {"animal-mammal": (200, 40, 40), "food-fruit": (40, 200, 40), "travel-car": (40, 40, 200)}
+CAPTIONS = {
+    "animal-mammal": ["a red fox", "a brown bear"],
+    "food-fruit": ["a green apple", "a ripe pear"],
+    "travel-car": ["a blue car", "a racing car"],
+}
+
+
+def _image(path: Path, colour: tuple[int, int, int], seed: int, style: int) -> str:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 30, (32, 32, 3)), 0, 255)
+    if style == 1:
+        pixels = 255 - pixels * 0.5  # washed-out rendition
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path.name
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def write_tiny_benchmark(root: Path, per_class: int = 6) -> Path:
+    """Write classes.json and id-train / id-val / id-test / ood-washed / retrieval manifests under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.json").write_text(json.dumps(CLASSES))
+    seed = 0
+    splits = {"id-train": (per_class, 0), "id-val": (2, 0), "id-test": (3, 0), "ood-washed": (3, 1)}
+    for split, (count, style) in splits.items():
+        rows = []
+        for label in CLASSES:
+            for index in range(count):
+                seed += 1
+                name = _image(root / f"{split}-{label}-{index}.png", COLOURS[label], seed, style)
+                rows.append({"image": name, "label": label})
+        _write(root / f"{split}.jsonl", rows)
+    retrieval = {"retrieval-train": (4, 0), "retrieval-test-noto": (2, 0), "retrieval-test-twemoji": (2, 1)}
+    for split, (count, style) in retrieval.items():
+        rows = []
+        for label in CLASSES:
+            for index in range(count):
+                seed += 1
+                name = _image(root / f"{split}-{label}-{index}.png", COLOURS[label], seed, style)
+                rows.append(
+                    {"image": name, "captions": [f"{caption} {index}" for caption in CAPTIONS[label]]}
+                )
+        _write(root / f"{split}.jsonl", rows)
+    return root
+
+
+def write_tiny_weights(path: Path) -> Path:
+    """Save a seeded random tiny model as the base weights file runs fine-tune."""
+    return save_weights(make_tiny_model(TINY, seed=0), path)
