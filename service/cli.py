@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise ValueError(f"invalid settings: {error}") from error
     require_backbone(settings)
-    # The ONNX exporter's passes log every rewrite at INFO: dozens of lines per tenant export.
-    for name in ("onnxscript", "onnx_ir"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # The CLI keeps third-party loggers at WARNING; uvicorn's start, stop and access lines are the
+    # server's own record, so they stay at INFO.
+    logging.getLogger("uvicorn").setLevel(logging.INFO)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
     return 0
