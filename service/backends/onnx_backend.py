@@ -127,6 +127,8 @@ class OnnxBackend:
 
     def export_dir(self, spec: VariantSpec) -> Path:
         """Return the cache directory of a variant's export."""
+        # NOTE: nothing removes exports. Deleted versions and one-off alphas stay on disk until an
+        # operator deletes their directories, which is safe while no replica is starting.
         name = f"{spec.version}-{spec.adapter_sha256[:16]}-alpha{spec.alpha!r}"
         return self.cache_dir / spec.tenant / name
 
