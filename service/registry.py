@@ -126,35 +126,42 @@ class TenantRegistry:
 
         Any failure raises before the active version, the ACTIVE file or the cache change.
         """
-        lock = self._locks.setdefault(tenant, asyncio.Lock())
-        async with lock:
-            started = time.perf_counter()
-            try:
-                adapter = preloaded or await asyncio.to_thread(
-                    self.load_directory, tenant, version, self.store.version_dir(tenant, version)
-                )
-                variant = await self._build_variant(adapter, adapter.default_alpha)
-            except APIError as error:
-                self.metrics.swaps.labels(tenant=tenant, outcome="rejected").inc()
-                logger.warning("rejected %s version %s: %s", tenant, version, error.message)
-                raise
-            if write_pointer:
-                await asyncio.to_thread(self.store.write_active, tenant, version)
-            previous = self._active.get(tenant)
-            self._active[tenant] = adapter
-            self.cache.put(variant)
-            self.cache.drop(tenant, keep_version=version)
-            elapsed = time.perf_counter() - started
-            self.metrics.swap_duration.labels(tenant=tenant).observe(elapsed)
-            self.metrics.swaps.labels(tenant=tenant, outcome="ok").inc()
-            logger.info(
-                "activated %s version %s (was %s) in %.1f ms",
-                tenant,
-                version,
-                previous.version if previous else None,
-                elapsed * 1000,
+        async with self._locks.setdefault(tenant, asyncio.Lock()):
+            return await self._activate_locked(
+                tenant, version, write_pointer=write_pointer, preloaded=preloaded
             )
-            return adapter
+
+    async def _activate_locked(
+        self, tenant: str, version: str, *, write_pointer: bool, preloaded: TenantAdapter | None
+    ) -> TenantAdapter:
+        """Do the work of `activate`; the caller holds the tenant's lock."""
+        started = time.perf_counter()
+        try:
+            adapter = preloaded or await asyncio.to_thread(
+                self.load_directory, tenant, version, self.store.version_dir(tenant, version)
+            )
+            variant = await self._build_variant(adapter, adapter.default_alpha)
+        except APIError as error:
+            self.metrics.swaps.labels(tenant=tenant, outcome="rejected").inc()
+            logger.warning("rejected %s version %s: %s", tenant, version, error.message)
+            raise
+        if write_pointer:
+            await asyncio.to_thread(self.store.write_active, tenant, version)
+        previous = self._active.get(tenant)
+        self._active[tenant] = adapter
+        self.cache.put(variant)
+        self.cache.drop(tenant, keep_version=version)
+        elapsed = time.perf_counter() - started
+        self.metrics.swap_duration.labels(tenant=tenant).observe(elapsed)
+        self.metrics.swaps.labels(tenant=tenant, outcome="ok").inc()
+        logger.info(
+            "activated %s version %s (was %s) in %.1f ms",
+            tenant,
+            version,
+            previous.version if previous else None,
+            elapsed * 1000,
+        )
+        return adapter
 
     async def deactivate(self, tenant: str) -> None:
         """Stop serving a tenant; requests already holding its variant finish normally."""
@@ -235,35 +242,54 @@ class TenantRegistry:
         return head_from_prompt_embeddings(embeddings, len(labels))
 
     async def watch(self, interval_s: float) -> None:
-        """Follow ACTIVE files changed by other replicas: activate new pointers, drop removed ones."""
+        """Follow ACTIVE files changed by other replicas: activate new pointers, drop removed ones.
+
+        A failed pass (an unreadable store, a backend error) is logged once per failure streak and
+        retried on the next interval, so a transient storage fault never stops the watcher.
+        """
+        failing = False
         while True:
             await asyncio.sleep(interval_s)
-            await self.sync_with_store()
+            try:
+                await self.sync_with_store()
+            except Exception:  # the watcher must outlive any single failed pass
+                if not failing:
+                    logger.exception("store sync failed; retrying every %.1f s", interval_s)
+                failing = True
+                continue
+            if failing:
+                logger.info("store sync recovered")
+            failing = False
 
     async def sync_with_store(self) -> None:
-        """Converge the served versions to the store's ACTIVE files once."""
-        on_disk = {}
-        for tenant in self.store.tenants():
-            try:
-                on_disk[tenant] = self.store.read_active(tenant)
-            except APIError as error:
-                logger.error("tenant %s has an invalid ACTIVE file: %s", tenant, error.message)
-        for tenant, version in on_disk.items():
-            current = self._active.get(tenant)
-            if version is not None and (current is None or current.version != version):
-                try:
-                    await self.activate(tenant, version, write_pointer=False)
-                except APIError as error:
-                    logger.error(
-                        "watcher could not activate %s version %s: %s", tenant, version, error.message
-                    )
-        for tenant in set(self._active) - {t for t, v in on_disk.items() if v is not None}:
+        """Converge the served versions to the store's ACTIVE files once.
+
+        Each tenant's ACTIVE file is read under that tenant's lock, so an admin call that is
+        activating a version on this replica finishes first and is never undone by a stale read.
+        """
+        for tenant in sorted(set(self.store.tenants()) | set(self._active)):
             async with self._locks.setdefault(tenant, asyncio.Lock()):
-                previous = self._active.pop(tenant, None)
+                await self._sync_tenant_locked(tenant)
+
+    async def _sync_tenant_locked(self, tenant: str) -> None:
+        try:
+            version = await asyncio.to_thread(self.store.read_active, tenant)
+        except APIError as error:
+            logger.error("tenant %s has an invalid ACTIVE file: %s", tenant, error.message)
+            return
+        current = self._active.get(tenant)
+        if version is None:
+            if current is not None:
+                self._active.pop(tenant, None)
                 self.cache.drop(tenant)
-            logger.info(
-                "watcher stopped serving %s (was %s): ACTIVE removed", tenant, previous and previous.version
-            )
+                logger.info("watcher stopped serving %s (was %s): ACTIVE removed", tenant, current.version)
+            return
+        if current is not None and current.version == version:
+            return
+        try:
+            await self._activate_locked(tenant, version, write_pointer=False, preloaded=None)
+        except APIError as error:
+            logger.error("watcher could not activate %s version %s: %s", tenant, version, error.message)
 
 
 def head_from_prompt_embeddings(embeddings: torch.Tensor, num_labels: int) -> torch.Tensor:

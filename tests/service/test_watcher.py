@@ -80,3 +80,26 @@ def test_watcher_keeps_serving_on_invalid_pointer(store, backbone_file):
         assert served_version(client, "acme") == "v1"
         assert client.app.state.service.worker.alive
         assert not client.app.state.service.background[0].done()  # the watcher survived the error
+
+
+def test_watcher_survives_failing_store_read(store, backbone_file, adapter_sources, monkeypatch):
+    settings = make_settings(store, backbone_file[0], watch_interval_s=INTERVAL_S)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        registry = client.app.state.service.registry
+        real_tenants = registry.store.tenants
+        failures = {"left": 2}
+
+        def flaky_tenants():
+            # A shared volume that drops out for two polls, as NFS mounts do.
+            if failures["left"]:
+                failures["left"] -= 1
+                raise OSError("stale file handle")
+            return real_tenants()
+
+        monkeypatch.setattr(registry.store, "tenants", flaky_tenants)
+        shutil.copytree(adapter_sources["acme-v2"], store / "acme" / "v2")
+        replace_active(store / "acme", "v2")
+        time.sleep(2 * INTERVAL_S)
+
+        wait_for_version(client, "acme", "v2")
+        assert failures["left"] == 0
