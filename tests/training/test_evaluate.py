@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train_fixtures import write_tiny_benchmark, write_tiny_weights  # noqa: E402
+from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_weights  # noqa: E402, F401
 
 from training.cli import main  # noqa: E402
 from training.evaluate import build_suite, evaluate_model, recall_at_k  # noqa: E402

@@ -17,7 +17,7 @@ from helpers import TINY
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train_fixtures import write_tiny_benchmark, write_tiny_weights  # noqa: E402
+from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_weights  # noqa: E402, F401
 
 from training.cli import main  # noqa: E402
 from training.finetune import TrainConfig, load_recipe, train  # noqa: E402

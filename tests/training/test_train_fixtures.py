@@ -1,4 +1,4 @@
-"""A tiny benchmark folder and base weights for fine-tuning, evaluation and comparison tests.
+"""A tiny benchmark folder, base weights and a thread limit for fine-tuning, evaluation and comparison tests.
 
 This module holds no tests; the train, evaluate and compare tests import it by path.
 """
@@ -9,8 +9,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from helpers import TINY, make_tiny_model, save_weights
 from PIL import Image
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Run a test module with one intra-op thread: tiny models gain nothing from more, and on a
+    shared machine extra threads contend for cores and slow the tests several times over."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 CLASSES = ["animal-mammal", "food-fruit", "travel-car"]
 # One base colour per class; OOD styles shift it so the task stays learnable but shifted.

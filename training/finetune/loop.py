@@ -153,6 +153,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     env = setup_distributed()
     seed_everything(config.seed)
     start_time = time.perf_counter()
+    if env.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(env.device)
 
     model = load_base_model(config.arch, config.pretrained, device=env.device)
     base_sha256 = weights_sha256(model.state_dict())

@@ -15,7 +15,11 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Return the peak memory of this process in MiB: CUDA allocations on a GPU, else resident memory."""
+    """Return the peak memory in MiB: CUDA allocations since the last reset, else the process's resident set.
+
+    The resident-set peak covers the whole process lifetime, so on CPU it includes earlier runs of
+    the same process, such as those `radapter compare` runs one after another.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     # ru_maxrss is in KiB on Linux.
