@@ -2,7 +2,7 @@
 
 The comparison covers zero-shot, full fine-tuning, WiSE-FT (alpha chosen on id-val), LoRA, a linear
 probe and R-Adapter; the ablation ladder from a plain adapter to full R-Adapter; few-shot R-Adapter
-with K = 4 and 16; retrieval; and the training cost of each run. Finished runs are reused, and
+with K = 4 and 16; retrieval; segmentation; and the training cost of each run. Finished runs are reused, and
 interrupted ones resume from their checkpoints, so the command can be rerun after a failure.
 """
 
@@ -64,6 +64,10 @@ ABLATION_RUNS = [
 ]
 FEW_SHOT = (4, 16)
 FEW_SHOT_RUNS = [Run(f"few-shot-{shots}", "few-shot", {"shots": shots}) for shots in FEW_SHOT]
+SEGMENTATION_RUNS = [
+    Run("segmentation-r-adapter", "segmentation"),
+    Run("segmentation-full-ft", "segmentation", {"method": "full-ft"}),
+]
 RETRIEVAL_RUNS = [
     Run("retrieval-r-adapter", "retrieval"),
     Run("retrieval-full-ft", "retrieval", {"method": "full-ft"}),
@@ -94,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eval-limit", type=int, help="evaluate only the first N rows of each manifest")
     parser.add_argument("--skip-retrieval", action="store_true", help="leave out the retrieval runs")
+    parser.add_argument("--skip-segmentation", action="store_true", help="leave out the segmentation runs")
     for name in SHARED_FIELDS:
         kind = str if name == "precision" else (float if name == "lr" else int)
         parser.add_argument(
@@ -115,7 +120,9 @@ def compare(args: argparse.Namespace) -> Path:
         )
     start = time.perf_counter()
     shared = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
-    runs = METHOD_RUNS + ABLATION_RUNS + FEW_SHOT_RUNS + ([] if args.skip_retrieval else RETRIEVAL_RUNS)
+    runs = METHOD_RUNS + ABLATION_RUNS + FEW_SHOT_RUNS
+    runs += [] if args.skip_retrieval else RETRIEVAL_RUNS
+    runs += [] if args.skip_segmentation else SEGMENTATION_RUNS
     summaries = {run.name: train_once(run, args, shared) for run in runs}
 
     evaluations = {
@@ -125,10 +132,13 @@ def compare(args: argparse.Namespace) -> Path:
         ),
         "few-shot": evaluate_runs(args, "few-shot", [run.name for run in FEW_SHOT_RUNS]),
     }
-    if not args.skip_retrieval:
-        evaluations["retrieval"] = evaluate_runs(
-            args, "retrieval", [run.name for run in RETRIEVAL_RUNS], zero_shot=True, task="retrieval"
-        )
+    for task, task_runs, skipped in (
+        ("retrieval", RETRIEVAL_RUNS, args.skip_retrieval),
+        ("segmentation", SEGMENTATION_RUNS, args.skip_segmentation),
+    ):
+        if not skipped:
+            names = [run.name for run in task_runs]
+            evaluations[task] = evaluate_runs(args, task, names, zero_shot=True, task=task)
     context = {"args": args, "shared": shared, "wall_time_s": time.perf_counter() - start}
     text = render_report(summaries, evaluations, context)
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +271,23 @@ def retrieval_table(evaluations: dict[str, Any]) -> list[str]:
     return lines
 
 
+def segmentation_table(evaluations: dict[str, Any]) -> list[str]:
+    if "segmentation" not in evaluations:
+        return ["Not run: `radapter compare` was called with `--skip-segmentation`."]
+    lines = ["| method | ID mIoU | OOD mIoU |", "|---|---:|---:|"]
+    labels = {
+        "zero-shot": "zero-shot",
+        "segmentation-full-ft": "full fine-tuning",
+        "segmentation-r-adapter": "R-Adapter",
+    }
+    for name, label in labels.items():
+        metrics = evaluations["segmentation"]["results"][name]
+        lines.append(
+            f"| {label} | {percent(metrics.get('id/mIoU'))} | {percent(metrics.get('ood-mean/mIoU'))} |"
+        )
+    return lines
+
+
 def cost_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| run | trainable parameters | share of model | steps | mean step time (s) | peak memory (MiB) | device |",
@@ -325,7 +352,10 @@ def render_report(
         "",
         "## Segmentation",
         "",
-        "Not run: `radapter train` does not implement the segmentation task yet.",
+        "Mean IoU (%) over background and the classes present: ID on segmentation-test-id, OOD the mean",
+        "over the other segmentation-test-* sets.",
+        "",
+        *segmentation_table(evaluations),
         "",
         "## Training cost",
         "",

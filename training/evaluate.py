@@ -24,6 +24,7 @@ from training.data.datasets import (
     PROMPT_TEMPLATES,
     ClassificationDataset,
     RetrievalDataset,
+    SegmentationDataset,
     class_display_name,
     load_classes,
 )
@@ -31,11 +32,20 @@ from training.data.manifest import ManifestRecord, load_manifest
 
 from .finetune import sweep_report
 from .finetune.runtime import command_line, git_commit, peak_memory_mb
+from .finetune.segmentation import mean_iou, segmentation_class_names
 from .finetune.systems import SweepSystem, load_run_system, load_zero_shot_system
 
 logger = logging.getLogger(__name__)
 
 RECALL_KS = (1, 5, 10)
+# Test manifests per task, as `radapter data build` names them.
+SUITE_PATTERNS = {
+    "classification": ("id-val.jsonl", "id-test.jsonl", "ood-*.jsonl"),
+    "retrieval": ("retrieval-test-*.jsonl",),
+    "segmentation": ("segmentation-test-*.jsonl",),
+}
+# The in-distribution segmentation test set; every other segmentation-test-* set is OOD.
+ID_SEGMENTATION_SET = "segmentation-test-id"
 ALPHAS = tuple(round(0.1 * index, 1) for index in range(11))
 # The benchmark's in-distribution retrieval gallery; every other retrieval-test-* style is OOD.
 ID_RETRIEVAL_STYLE = "noto"
@@ -165,11 +175,7 @@ def build_suite(
             raise FileNotFoundError(
                 f"--data {data} is not a folder; pass the output of `radapter data build`."
             )
-        patterns = (
-            ("id-val.jsonl", "id-test.jsonl", "ood-*.jsonl")
-            if task == "classification"
-            else ("retrieval-test-*.jsonl",)
-        )
+        patterns = SUITE_PATTERNS[task]
         for pattern in patterns:
             for path in sorted(data.glob(pattern)):
                 paths[path.stem] = path
@@ -185,7 +191,7 @@ def build_suite(
             f"no {task} manifests found; pass --data DIR with the benchmark, or --extra-ood NAME=PATH."
         )
     manifests = {name: load_manifest(path)[:limit] for name, path in paths.items()}
-    if task == "classification" and classes is None:
+    if task in ("classification", "segmentation") and classes is None:
         classes_path = data / "classes.json" if data is not None else None
         if classes_path is not None and classes_path.is_file():
             classes = load_classes(classes_path)
@@ -222,6 +228,9 @@ def evaluate_model(
             metrics["ood-mean"] = sum(ood) / len(ood)
         return metrics
 
+    if suite.task == "segmentation":
+        return segmentation_metrics(model, tokenizer, transform, suite, templates, batch_size)
+
     per_set = {
         name: retrieval_recall(model, tokenizer, RetrievalDataset(records, transform), batch_size)
         for name, records in suite.manifests.items()
@@ -234,6 +243,32 @@ def evaluate_model(
     ood = [values for name, values in per_set.items() if name != id_name]
     for key in ood[0] if ood else ():
         metrics[f"ood-mean/{key}"] = sum(values[key] for values in ood) / len(ood)
+    return metrics
+
+
+def segmentation_metrics(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    transform: Callable,
+    suite: Suite,
+    templates: Sequence[str],
+    batch_size: int,
+) -> dict[str, float]:
+    """Return mIoU per set, `id/mIoU` (segmentation-test-id) and `ood-mean/mIoU` over the other sets."""
+    texts = build_classifier(model, tokenizer, segmentation_class_names(suite.classes), templates)  # (K, D)
+    metrics = {}
+    for name, records in suite.manifests.items():
+        dataset = SegmentationDataset(records, transform, suite.classes)
+        metrics[f"{name}/mIoU"] = mean_iou(model, texts, dataset, batch_size)
+    if f"{ID_SEGMENTATION_SET}/mIoU" in metrics:
+        metrics["id/mIoU"] = metrics[f"{ID_SEGMENTATION_SET}/mIoU"]
+    ood = [
+        value
+        for key, value in metrics.items()
+        if key.startswith(("segmentation-test-", "extra-")) and key != f"{ID_SEGMENTATION_SET}/mIoU"
+    ]
+    if ood:
+        metrics["ood-mean/mIoU"] = sum(ood) / len(ood)
     return metrics
 
 
@@ -253,7 +288,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pretrained", help="base weights of the zero-shot model: a pretrained tag or a file"
     )
     parser.add_argument(
-        "--task", choices=("classification", "retrieval"), help="default: the runs' task, else classification"
+        "--task",
+        choices=("classification", "retrieval", "segmentation"),
+        help="default: the runs' task, else classification",
     )
     parser.add_argument(
         "--extra-ood", action="append", default=[], metavar="NAME=PATH", help="extra OOD manifest; repeatable"

@@ -46,6 +46,7 @@ def test_compare_writes_every_table(tmp_path):
     assert "| base adapter |" in text
     assert "| + label smoothing (R-Adapter) |" in text
     assert "| 16 | R-Adapter |" in text
+    assert text.split("## Segmentation")[1].count("| R-Adapter |") == 1
     assert (tmp_path / "runs" / "eval" / "main" / "alpha_sweep.png").is_file()
     for run in ABLATION_RUNS:
         assert f"| {run.name} |" in text

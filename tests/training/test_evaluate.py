@@ -19,6 +19,7 @@ from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_wei
 from training.cli import main  # noqa: E402
 from training.evaluate import build_suite, evaluate_model, recall_at_k  # noqa: E402
 from training.finetune import TrainConfig, train  # noqa: E402
+from training.finetune.segmentation import confusion_matrix, mean_iou_from_confusion  # noqa: E402
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -118,6 +119,16 @@ def test_evaluate_retrieval_id_and_ood(tmp_path):
     assert metrics["id/text_to_image_R@1"] == 1.0
     assert metrics["ood-mean/image_to_text_R@1"] == pytest.approx(1 / 2)
     assert metrics["retrieval-test-other/text_to_image_R@1"] == 1.0
+
+
+def test_mean_iou_hand_computed():
+    masks = torch.tensor([[0, 0, 1, 1], [0, 0, 2, 2]])
+    predictions = torch.tensor([[0, 1, 1, 1], [0, 0, 2, 0]])
+    # background: 3 hits, union 5; class 1: 2 hits, union 3; class 2: 1 hit, union 2; class 3 absent.
+    confusion = confusion_matrix(masks, predictions, num_classes=4)
+
+    assert confusion.sum() == 8
+    assert mean_iou_from_confusion(confusion) == pytest.approx((3 / 5 + 2 / 3 + 1 / 2) / 3)
 
 
 def test_evaluate_rejects_malformed_extra_ood(tmp_path):

@@ -67,6 +67,8 @@ CASES = [
     ("retrieval", "r-adapter", {"batch_size": 24}),
     ("retrieval", "full-ft", {"batch_size": 24, "lr": 1e-3}),
     ("retrieval", "lora", {"batch_size": 24}),
+    ("segmentation", "r-adapter", {"batch_size": 12, "lr": 1e-2}),
+    ("segmentation", "full-ft", {"batch_size": 12, "lr": 1e-3, "loss": "cross-entropy"}),
 ]
 
 

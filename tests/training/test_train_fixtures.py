@@ -49,7 +49,7 @@ def _write(path: Path, rows: list[dict]) -> None:
 
 
 def write_tiny_benchmark(root: Path, per_class: int = 6) -> Path:
-    """Write classes.json and id-train / id-val / id-test / ood-washed / retrieval manifests under `root`."""
+    """Write classes.json and classification, retrieval and segmentation manifests under `root`."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.json").write_text(json.dumps(CLASSES))
     seed = 0
@@ -73,7 +73,30 @@ def write_tiny_benchmark(root: Path, per_class: int = 6) -> Path:
                     {"image": name, "captions": [f"{caption} {index}" for caption in CAPTIONS[label]]}
                 )
         _write(root / f"{split}.jsonl", rows)
+    write_segmentation(root)
     return root
+
+
+def write_segmentation(root: Path) -> None:
+    """Write segmentation-train / -test-id / -test-ood: one class square on a noisy grey background."""
+    rng = np.random.default_rng(7)
+    splits = {"segmentation-train": (4, 0), "segmentation-test-id": (2, 0), "segmentation-test-ood": (2, 1)}
+    for split, (count, style) in splits.items():
+        rows = []
+        for class_index, label in enumerate(CLASSES):
+            for index in range(count):
+                pixels = np.clip(128 + rng.normal(0, 20, (32, 32, 3)), 0, 255)
+                mask = np.zeros((32, 32), dtype=np.uint8)
+                top, left = rng.integers(0, 16, size=2)
+                pixels[top : top + 16, left : left + 16] = COLOURS[label]
+                mask[top : top + 16, left : left + 16] = class_index + 1
+                if style == 1:
+                    pixels = 255 - pixels * 0.5
+                name = f"{split}-{label}-{index}"
+                Image.fromarray(pixels.astype(np.uint8)).save(root / f"{name}.png")
+                Image.fromarray(mask, mode="L").save(root / f"{name}-mask.png")
+                rows.append({"image": f"{name}.png", "mask": f"{name}-mask.png", "labels": [label]})
+        _write(root / f"{split}.jsonl", rows)
 
 
 def write_tiny_weights(path: Path) -> Path:

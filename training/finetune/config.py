@@ -96,7 +96,10 @@ class TrainConfig:
 
     # Loss.
     loss: str | None = field(
-        default=None, metadata=_help("mpm-nce, info-nce or cross-entropy; default by method")
+        default=None,
+        metadata=_help(
+            "mpm-nce, info-nce or cross-entropy; default cross-entropy for head methods, else mpm-nce"
+        ),
     )
     margin: float = field(default=0.05, metadata=_help("MPM-NCE additive cosine margin delta on negatives"))
     label_smoothing: float | None = field(
@@ -127,11 +130,8 @@ class TrainConfig:
         if self.label_smoothing is None:
             self.label_smoothing = DEFAULT_LABEL_SMOOTHING[self.task]
         if self.loss is None:
-            self.loss = (
-                "cross-entropy"
-                if self.method in ("full-ft", "linear-probe") and self.task != "retrieval"
-                else "mpm-nce"
-            )
+            head_method = self.method in ("full-ft", "linear-probe") and self.task == "classification"
+            self.loss = "cross-entropy" if head_method else "mpm-nce"
         _check_choice("loss", self.loss, LOSSES)
         if (
             self.shots is not None
@@ -171,24 +171,30 @@ class TrainConfig:
         _check_range("temperature", self.temperature, 0.0, None, low_open=True)
         _check_range("lora_alpha", self.lora_alpha, 0.0, None, low_open=True)
 
+    @property
+    def trains_head(self) -> bool:
+        """Whether the run trains a class head on image embeddings (cross-entropy classification)."""
+        return self.task == "classification" and self.loss == "cross-entropy"
+
     def _check_combinations(self) -> None:
-        if self.task == "segmentation":
-            raise ValueError(
-                "task='segmentation' is not implemented by `radapter train` yet; use classification or retrieval."
-            )
         if self.method == "linear-probe" and self.task != "classification":
             raise ValueError(
                 f"method='linear-probe' trains a class head; it needs task='classification', not {self.task!r}."
             )
-        if self.loss == "cross-entropy" and self.method in ("r-adapter", "lora"):
+        if self.trains_head and self.method in ("r-adapter", "lora"):
             raise ValueError(
-                f"loss='cross-entropy' needs a class head; method {self.method!r} trains with mpm-nce or info-nce."
+                f"loss='cross-entropy' for classification trains a class head; method {self.method!r} "
+                "trains with mpm-nce or info-nce."
             )
         if self.loss != "cross-entropy" and self.method == "linear-probe":
             raise ValueError(f"method='linear-probe' trains with loss='cross-entropy', not {self.loss!r}.")
         if self.loss == "cross-entropy" and self.task == "retrieval":
             raise ValueError(
-                "loss='cross-entropy' is for classification; retrieval trains with mpm-nce or info-nce."
+                "loss='cross-entropy' is for classification and segmentation; retrieval trains with mpm-nce or info-nce."
+            )
+        if self.loss == "info-nce" and self.task == "segmentation":
+            raise ValueError(
+                "loss='info-nce' pairs images with captions; segmentation trains with mpm-nce or cross-entropy."
             )
         if self.shots is not None and self.task != "classification":
             raise ValueError(f"shots={self.shots} samples images per class; it needs task='classification'.")

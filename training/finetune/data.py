@@ -16,6 +16,7 @@ from training.data.datasets import (
     PROMPT_TEMPLATES,
     ClassificationDataset,
     RetrievalDataset,
+    SegmentationDataset,
     class_display_name,
     load_classes,
 )
@@ -51,6 +52,14 @@ def build_train_data(config: TrainConfig, transform: Callable) -> TrainData:
             indices = few_shot_indices(
                 [record.label for record in dataset.records], config.shots, config.seed
             )
+    elif config.task == "segmentation":
+        if config.data is None or not (Path(config.data) / "classes.json").is_file():
+            raise ValueError(
+                "segmentation needs the class list of its masks: pass --data DIR containing classes.json."
+            )
+        dataset = SegmentationDataset(manifest, transform, load_classes(Path(config.data) / "classes.json"))
+        data = TrainData(dataset, list(dataset.classes), list(PROMPT_TEMPLATES))
+        indices = list(range(len(dataset)))
     else:
         dataset = RetrievalDataset(manifest, transform)
         data = TrainData(dataset)

@@ -28,6 +28,7 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .data import TrainData, build_train_data, epoch_batches, template_choices
 from .methods import PreparedModel, prepare_model
+from .segmentation import segmentation_class_names, segmentation_loss
 from .outputs import write_outputs
 from .runtime import peak_memory_mb, zero_shot_head
 
@@ -105,6 +106,7 @@ class BatchContext:
     device: torch.device
     dtype: torch.dtype | None
     templates_per_sample: torch.Tensor | None = None
+    step: int = 0
 
 
 def batch_loss(
@@ -115,9 +117,11 @@ def batch_loss(
     images = batch[0].to(context.device, non_blocking=True)
     autocast = torch.autocast(context.device.type, dtype=context.dtype) if context.dtype else nullcontext()
 
+    if config.task == "segmentation":
+        return segmentation_batch_loss(forward, images, batch[1].to(context.device), context, autocast)
     if config.task == "classification":
         labels = batch[1].to(context.device)
-        if config.loss == "cross-entropy":
+        if config.trains_head:
             with autocast:
                 logits = forward(images)  # (B, C)
             return ClassificationLoss(config.label_smoothing)(logits.float(), labels)
@@ -145,6 +149,25 @@ def batch_loss(
     )
 
 
+def segmentation_batch_loss(
+    forward: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, context: BatchContext, autocast
+) -> torch.Tensor:
+    """Score every pixel against all class prompts, one random template per class and step."""
+    config = context.config
+    names = segmentation_class_names(context.data.labels)
+    # Seeded by the step alone, so every process picks the same prompts.
+    choices = template_choices(len(names), len(context.data.templates), config.seed, context.step).tolist()
+    prompts = [
+        context.data.templates[choice].format(name) for choice, name in zip(choices, names, strict=True)
+    ]
+    tokens = context.tokenizer(prompts).to(context.device)
+    with autocast:
+        patches, texts = forward(images, tokens)  # (B, grid_h, grid_w, D), (K, D)
+    return segmentation_loss(
+        patches, texts, masks, config.loss, config.temperature, config.margin, config.label_smoothing
+    )
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run one fine-tuning job end to end and return its training summary (rank 0 writes the outputs)."""
     if config.output is None:
@@ -160,12 +183,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     base_sha256 = weights_sha256(model.state_dict())
     tokenizer = open_clip.get_tokenizer(config.arch)
     preprocess = PreprocessCfg(**model.visual.preprocess_cfg)
-    data = build_train_data(config, image_transform_v2(preprocess, is_train=True))
-    head = (
-        zero_shot_head(model, tokenizer, data.class_names, data.templates)
-        if config.loss == "cross-entropy"
-        else None
-    )
+    # Random crops would misalign segmentation masks, so segmentation trains on the evaluation transform.
+    data = build_train_data(config, image_transform_v2(preprocess, is_train=config.task != "segmentation"))
+    head = zero_shot_head(model, tokenizer, data.class_names, data.templates) if config.trains_head else None
     prepared = prepare_model(model, config, head)
     prepared.forward.train()
     trainable = prepared.trainable_parameters()
@@ -210,6 +230,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
         for positions, batch in zip(batches, loader, strict=True):
             tick = time.perf_counter()
+            context.step = step
             loss = batch_loss(forward, batch, positions, context)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -28,6 +28,7 @@ from training.radapter import (
 )
 
 from .config import TrainConfig
+from .segmentation import SegmentationForward
 
 
 class ContrastiveForward(nn.Module):
@@ -100,26 +101,27 @@ def prepare_model(
         config: The run's configuration.
         zero_shot_head: (C, D) unit class embeddings; required by methods that train a head.
     """
-    needs_head = config.loss == "cross-entropy"
+    needs_head = config.trains_head
     if needs_head and zero_shot_head is None:
         raise ValueError(
             f"method {config.method!r} with cross-entropy needs a zero-shot head; pass the class names."
         )
 
+    pair_forward = SegmentationForward if config.task == "segmentation" else ContrastiveForward
     if config.method == "r-adapter":
         inject_adapters(model, radapter_config(config))
         mark_only_adapters_trainable(model)
-        return PreparedModel(model, ContrastiveForward(model), AdapterEMA(model, config.ema_momentum))
+        return PreparedModel(model, pair_forward(model), AdapterEMA(model, config.ema_momentum))
 
     if config.method == "lora":
         inject_lora(model, config.lora_rank, config.lora_alpha)
-        return PreparedModel(model, ContrastiveForward(model))
+        return PreparedModel(model, pair_forward(model))
 
     for parameter in model.parameters():
         parameter.requires_grad_(config.method == "full-ft")
     model.logit_scale.requires_grad_(False)
     if not needs_head:
-        return PreparedModel(model, ContrastiveForward(model))
+        return PreparedModel(model, pair_forward(model))
 
     # A head-trained model never runs its text tower, so only the image tower (full-ft) or
     # nothing (linear-probe) of the backbone trains.

@@ -15,9 +15,11 @@ PLOT_NAME = "alpha_sweep.png"
 
 
 def headline(metrics: dict[str, Any], task: str) -> tuple[float | None, float | None]:
-    """Return (ID, OOD mean): top-1 on id-test, or the mean R@1 of both retrieval directions."""
+    """Return (ID, OOD mean): top-1 on id-test, mIoU, or the mean R@1 of both retrieval directions."""
     if task == "classification":
         return metrics.get("id-test"), metrics.get("ood-mean")
+    if task == "segmentation":
+        return metrics.get("id/mIoU"), metrics.get("ood-mean/mIoU")
 
     def mean_r1(prefix: str) -> float | None:
         keys = [f"{prefix}/image_to_text_R@1", f"{prefix}/text_to_image_R@1"]
@@ -61,7 +63,7 @@ def plot_sweep(
     if zero_shot is None:  # alpha 0 is the zero-shot model for both R-Adapter and WiSE-FT
         zero_shot = next(iter(sweeps.values()))[0]
     axes.scatter(*headline(zero_shot, task), marker="*", s=150, color="black", zorder=4, label="zero-shot")
-    unit = "top-1" if task == "classification" else "mean R@1"
+    unit = {"classification": "top-1", "segmentation": "mIoU"}.get(task, "mean R@1")
     axes.set_xlabel(f"ID {unit}")
     axes.set_ylabel(f"OOD {unit} (mean over shifts)")
     axes.grid(alpha=0.3)
