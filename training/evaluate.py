@@ -56,13 +56,24 @@ Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 # -- primitives ---------------------------------------------------------------------------------------
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Return the device of the model's first parameter (CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
 @torch.no_grad()
 def encode_texts(
     model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 256
 ) -> torch.Tensor:
     """Encode `texts` into (N, D) unit embeddings."""
     chunks = [
-        F.normalize(model.encode_text(tokenizer(list(texts[start : start + batch_size]))).float(), dim=-1)
+        F.normalize(
+            model.encode_text(
+                tokenizer(list(texts[start : start + batch_size])).to(model_device(model))
+            ).float(),
+            dim=-1,
+        ).cpu()
         for start in range(0, len(texts), batch_size)
     ]
     return torch.cat(chunks)
@@ -96,7 +107,9 @@ def classification_top1(
     """Return the share of images whose highest-scoring class under `head` is their label."""
     correct = 0
     for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        image_features = F.normalize(model.encode_image(images).float(), dim=-1)  # (B, D)
+        image_features = F.normalize(
+            model.encode_image(images.to(model_device(model))).float(), dim=-1
+        ).cpu()  # (B, D)
         predictions = (image_features @ head.T.float()).argmax(dim=1)
         correct += int((predictions == labels).sum())
     return correct / len(dataset)
@@ -136,7 +149,9 @@ def retrieval_recall(
     image_features: dict[int, torch.Tensor] = {}
     captions, caption_images = [], []
     for images, texts, indices in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        features = F.normalize(model.encode_image(images).float(), dim=-1)  # (B, D)
+        features = F.normalize(
+            model.encode_image(images.to(model_device(model))).float(), dim=-1
+        ).cpu()  # (B, D)
         for row, index in enumerate(indices.tolist()):
             image_features.setdefault(index, features[row])
         captions.extend(texts)
@@ -306,6 +321,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device to evaluate on (default: cuda when available, else cpu)",
+    )
+    parser.add_argument(
         "--output", type=Path, required=True, help="folder for results.json and the sweep table and plot"
     )
 
@@ -325,7 +345,10 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit} is invalid; pass a positive number of rows.")
     start = time.perf_counter()
-    systems = [load_run_system(path) for path in args.run]
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    systems = [load_run_system(path, device) for path in args.run]
     task = args.task or (systems[0].config.task if systems else "classification")
     mismatched = [str(system.run_dir) for system in systems if system.config.task != task]
     if mismatched:
@@ -333,7 +356,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
             f"runs {mismatched} were trained for another task than {task!r}; evaluate them separately."
         )
     if args.zero_shot:
-        systems.insert(0, load_zero_shot_system(args.arch, args.pretrained, systems))
+        systems.insert(0, load_zero_shot_system(args.arch, args.pretrained, systems, device))
 
     classes = systems[0].labels if systems[0].labels else None
     suite = build_suite(task, args.data, args.extra_ood, args.limit, classes)
@@ -357,7 +380,8 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "alpha_sweep": sweeps,
         "wall_time_s": time.perf_counter() - start,
-        "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
     }
     args.output.mkdir(parents=True, exist_ok=True)
     if sweeps:
@@ -372,6 +396,7 @@ def evaluate_system(
     system: SweepSystem, suite: Suite, alpha: float | None, batch_size: int
 ) -> dict[str, float]:
     model, head = system.at_alpha(alpha)
+    head = None if head is None else head.cpu()
     if head is not None and system.labels != suite.classes:
         raise ValueError(
             f"{system.name} has a class head over other classes than the evaluated ones; "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from .config import TrainConfig
 from .methods import PreparedModel
@@ -20,6 +21,7 @@ RESUMABLE_CHANGES = {"max_steps", "log_every", "checkpoint_every", "num_workers"
 
 
 def rng_states() -> dict[str, Any]:
+    """Return this process's RNG states (torch CPU, CUDA when present, Python)."""
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -33,6 +35,15 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Return the RNG states of every process in rank order; call it on every process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [rng_states()]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_states())
+    return states
+
+
 def save_checkpoint(
     path: Path,
     prepared: PreparedModel,
@@ -40,8 +51,13 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
     config: TrainConfig,
+    rng_per_rank: list[dict[str, Any]],
 ) -> None:
-    """Write the training state atomically, so an interruption never leaves a truncated checkpoint."""
+    """Write the training state atomically, so an interruption never leaves a truncated checkpoint.
+
+    `rng_per_rank` comes from `gather_rng_states`, so every process resumes its own random stream
+    (Adapter Dropping masks differ per process).
+    """
     state = {
         "step": step,
         "config": config.to_dict(),
@@ -51,7 +67,7 @@ def save_checkpoint(
         "ema": prepared.ema.state_dict() if prepared.ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_states(),
+        "rng": rng_per_rank,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -88,7 +104,14 @@ def load_checkpoint(
         prepared.ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    restore_rng_states(state["rng"])
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if len(state["rng"]) != world_size:
+        raise ValueError(
+            f"checkpoint {path} was written by {len(state['rng'])} processes, not {world_size}; "
+            "resume it with as many processes, or start a new --output."
+        )
+    restore_rng_states(state["rng"][rank])
     return int(state["step"])
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from training.losses import ClassificationLoss, info_nce_loss, mpm_nce_loss
 from training.models import load_base_model, weights_sha256
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, gather_rng_states, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .data import TrainData, build_train_data, epoch_batches, template_choices
 from .methods import PreparedModel, prepare_model
@@ -185,7 +185,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     preprocess = PreprocessCfg(**model.visual.preprocess_cfg)
     # Random crops would misalign segmentation masks, so segmentation trains on the evaluation transform.
     data = build_train_data(config, image_transform_v2(preprocess, is_train=config.task != "segmentation"))
-    head = zero_shot_head(model, tokenizer, data.class_names, data.templates) if config.trains_head else None
+    head = None
+    if config.trains_head:
+        head = zero_shot_head(model, tokenizer, data.class_names, data.templates).to(env.device)
     prepared = prepare_model(model, config, head)
     prepared.forward.train()
     trainable = prepared.trainable_parameters()
@@ -254,8 +256,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.4f}")
             if step % config.checkpoint_every == 0 or step == last_step:
+                rng_per_rank = gather_rng_states()  # a collective: every process takes part
                 if env.is_main:
-                    save_checkpoint(checkpoint_path, prepared, optimizer, scheduler, step, config)
+                    save_checkpoint(
+                        checkpoint_path, prepared, optimizer, scheduler, step, config, rng_per_rank
+                    )
             if step == last_step:
                 break
     progress.close()

@@ -112,7 +112,7 @@ def mean_iou(model: nn.Module, texts: torch.Tensor, dataset, batch_size: int) ->
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for images, masks in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         cosines = pixel_cosines(
-            patch_embeddings(model, images), texts, tuple(masks.shape[-2:])
+            patch_embeddings(model, images.to(texts.device)).cpu(), texts.cpu(), tuple(masks.shape[-2:])
         )  # (B, K, H, W)
         confusion += confusion_matrix(masks, cosines.argmax(dim=1), num_classes)
     return mean_iou_from_confusion(confusion)

@@ -81,18 +81,20 @@ def validation_transform(model: nn.Module):
     return image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
 
 
-def load_base_for(config: TrainConfig) -> nn.Module:
+def load_base_for(config: TrainConfig, device: torch.device) -> nn.Module:
     """Load a run's base model; a random-init base is recreated from the run's seed, as training did."""
     if config.pretrained is None:
         torch.manual_seed(config.seed)
-    return load_base_model(config.arch, config.pretrained)
+    return load_base_model(config.arch, config.pretrained, device=device)
 
 
-def load_zero_shot_system(arch: str | None, pretrained: str | None, runs: list[SweepSystem]) -> SweepSystem:
+def load_zero_shot_system(
+    arch: str | None, pretrained: str | None, runs: list[SweepSystem], device: torch.device
+) -> SweepSystem:
     """Build the zero-shot system from --arch/--pretrained, else from the first run's base model."""
     if arch is None and runs:
         config = runs[0].config
-        model = load_base_for(config)
+        model = load_base_for(config, device)
         return SweepSystem(
             "zero-shot",
             model,
@@ -102,18 +104,18 @@ def load_zero_shot_system(arch: str | None, pretrained: str | None, runs: list[S
         )
     if arch is None:
         raise ValueError("--zero-shot needs --arch (and --pretrained) when no --run is given.")
-    model = load_base_model(arch, pretrained)
+    model = load_base_model(arch, pretrained, device=device)
     return SweepSystem("zero-shot", model, open_clip.get_tokenizer(arch), validation_transform(model))
 
 
-def load_run_system(run_dir: Path) -> SweepSystem:
+def load_run_system(run_dir: Path, device: torch.device | str = "cpu") -> SweepSystem:
     """Rebuild the model a `radapter train` run produced, checking it against the run's base weights."""
     config = read_config(run_dir / "config.json")
     summary_path = run_dir / SUMMARY_NAME
     if not summary_path.is_file():
         raise FileNotFoundError(f"{summary_path} not found; the run in {run_dir} has not finished training.")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    base = load_base_for(config)
+    base = load_base_for(config, torch.device(device))
     base_sha256 = weights_sha256(base.state_dict())
     if base_sha256 != summary["base_weights_sha256"]:
         raise ValueError(
@@ -142,7 +144,7 @@ def load_run_system(run_dir: Path) -> SweepSystem:
             )
     if config.method == "full-ft":
         system.default_alpha = 1.0
-        system.base_state = {key: tensor.clone() for key, tensor in base.state_dict().items()}
+        system.base_state = {key: tensor.detach().cpu().clone() for key, tensor in base.state_dict().items()}
         system.tuned_state = tuned_state
         if system.head is not None:
             names = [class_display_name(label) for label in system.labels]
