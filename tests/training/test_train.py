@@ -238,3 +238,19 @@ def test_config_recipe_rejects_wrong_type(tmp_path):
 
     with pytest.raises(ValueError, match=r"epochs='ten' in recipe .* has type str; expected int"):
         config_from_args(parser.parse_args(["--recipe", str(recipe)]))
+
+
+@pytest.mark.slow
+def test_train_radapter_smoke_random_vit_b16(bench, tmp_path):
+    # Random-init ViT-B-16 (pretrained=None), so no code path depends on the tiny architecture.
+    run = tmp_path / "run"
+    config = TrainConfig(
+        arch="ViT-B-16", data=str(bench["data"]), output=str(run), batch_size=3, max_steps=1, precision="fp32"
+    )
+
+    summary = train(config)
+
+    # Two full-rank adapters per block, 12 blocks per tower: 20,447,232 weights plus 48 scales.
+    assert summary["trainable_parameters"] == 24 * 768**2 + 24 * 512**2 + 48
+    merged = open_clip.create_model("ViT-B-16", pretrained=str(run / "merged.safetensors"))
+    assert merged.visual.transformer.resblocks[0].attn.out_proj.weight.shape == (768, 768)
