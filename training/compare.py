@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-retrieval", action="store_true", help="leave out the retrieval runs")
     parser.add_argument("--skip-segmentation", action="store_true", help="leave out the segmentation runs")
     for name in SHARED_FIELDS:
-        kind = str if name == "precision" else (float if name == "lr" else int)
+        kind = {"precision": str, "lr": float}.get(name, int)
         parser.add_argument(
             "--" + name.replace("_", "-"), type=kind, help=f"override `{name}` in every run's recipe"
         )
@@ -147,7 +147,7 @@ def compare(args: argparse.Namespace) -> Path:
 
 
 def train_once(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> dict[str, Any]:
-    """Train `run` unless its folder holds a finished run; return the training summary."""
+    """Train `run` unless its folder contains a finished run; return the training summary."""
     output = args.out / run.name
     if (output / SUMMARY_NAME).is_file():
         logger.info("reusing the finished run %s", output)
@@ -221,11 +221,13 @@ def ablation_table(evaluations: dict[str, Any]) -> list[str]:
     results = evaluations["others"]["results"]
     for label, name, _ in ABLATION_STEPS:
         lines.append(
-            f"| {label} | {percent(results[name].get('id-test'))} | {percent(results[name].get('ood-mean'))} |"
+            f"| {label} | {percent(results[name].get('id-test'))} "
+            f"| {percent(results[name].get('ood-mean'))} |"
         )
     full = evaluations["main"]["results"]["r-adapter"]
     lines.append(
-        f"| + label smoothing (R-Adapter) | {percent(full.get('id-test'))} | {percent(full.get('ood-mean'))} |"
+        f"| + label smoothing (R-Adapter) | {percent(full.get('id-test'))} "
+        f"| {percent(full.get('ood-mean'))} |"
     )
     return lines
 
@@ -239,7 +241,8 @@ def few_shot_table(evaluations: dict[str, Any]) -> list[str]:
     for shots in FEW_SHOT:
         metrics = evaluations["few-shot"]["results"][f"few-shot-{shots}"]
         lines.append(
-            f"| {shots} | R-Adapter | {percent(metrics.get('id-test'))} | {percent(metrics.get('ood-mean'))} |"
+            f"| {shots} | R-Adapter | {percent(metrics.get('id-test'))} "
+            f"| {percent(metrics.get('ood-mean'))} |"
         )
     return lines
 
@@ -290,7 +293,8 @@ def segmentation_table(evaluations: dict[str, Any]) -> list[str]:
 
 def cost_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
-        "| run | trainable parameters | share of model | steps | mean step time (s) | peak memory (MiB) | device |",
+        "| run | trainable parameters | share of model | steps | mean step time (s) "
+        "| peak memory (MiB) | device |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, summary in summaries.items():

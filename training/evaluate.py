@@ -1,7 +1,7 @@
 """`radapter evaluate`: ID and OOD accuracy or recall of zero-shot and fine-tuned models, with alpha sweeps.
 
-Zero-shot heads are rebuilt from each evaluated model's own (adapted, re-scaled) text tower with the
-task's prompt templates; runs that trained a class head (full-ft, linear-probe) use that head.
+Zero-shot heads are rebuilt from each evaluated model's own text tower, adapted and re-scaled, with
+the task's prompt templates. Runs that trained a class head (full-ft, linear-probe) use that head.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def build_classifier(
     bad = [template for template in templates if "{}" not in template]
     if not templates or bad:
         raise ValueError(
-            f"prompt templates {bad or list(templates)!r} are invalid; each needs one `{{}}` for the class name."
+            f"prompt templates {bad or list(templates)!r} are invalid; "
+            "each needs one `{}` for the class name."
         )
     prompts = [template.format(name) for name in class_names for template in templates]
     embeddings = encode_texts(model, tokenizer, prompts).view(
@@ -183,7 +184,7 @@ def build_suite(
     limit: int | None = None,
     classes: Sequence[str] | None = None,
 ) -> Suite:
-    """Collect id-val, id-test and ood-* (classification) or retrieval-test-* manifests, plus extra OOD sets."""
+    """Collect the task's test manifests in `data` (see SUITE_PATTERNS) plus extra OOD sets."""
     paths: dict[str, Path] = {}
     if data is not None:
         if not data.is_dir():

@@ -19,8 +19,9 @@ def test_compare_writes_every_table(tmp_path):
     weights = write_tiny_weights(tmp_path / "base.safetensors")
     results = tmp_path / "RESULTS.md"
     argv = [
-        "compare", "--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs"),
-        "--results", str(results), "--max-steps", "1", "--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32",
+        "compare", "--data", str(data), "--arch", TINY, "--pretrained", str(weights),
+        "--out", str(tmp_path / "runs"), "--results", str(results),
+        "--max-steps", "1", "--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32",
     ]  # fmt: skip
 
     assert main(argv) == 0

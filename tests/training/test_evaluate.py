@@ -161,7 +161,8 @@ def test_evaluate_cli_alpha_sweep_writes_records(trained_runs, tmp_path, capsys)
     extra = trained_runs["data"] / "ood-washed.jsonl"
     argv = [
         "evaluate", "--data", str(trained_runs["data"]), "--zero-shot", "--run", str(root / "r-adapter"),
-        "--run", str(root / "full-ft"), "--alpha-sweep", "--extra-ood", f"again={extra}", "--output", str(tmp_path),
+        "--run", str(root / "full-ft"), "--alpha-sweep", "--extra-ood", f"again={extra}",
+        "--output", str(tmp_path),
     ]  # fmt: skip
 
     assert main(argv) == 0

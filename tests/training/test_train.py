@@ -22,6 +22,7 @@ from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_wei
 from training.cli import main  # noqa: E402
 from training.finetune import TrainConfig, load_recipe, train  # noqa: E402
 from training.finetune.config import add_config_arguments, config_from_args  # noqa: E402
+from training.finetune.data import few_shot_indices  # noqa: E402
 from training.finetune.systems import load_run_system  # noqa: E402
 from training.radapter import load_adapter  # noqa: E402
 
@@ -133,7 +134,7 @@ def test_train_resume_rejects_changed_settings(bench, tmp_path):
         train(tiny_config(bench, tmp_path, batch_size=6, max_steps=2, lr=1e-2))
 
 
-def test_train_few_shot_uses_k_per_class_and_low_rank(bench, tmp_path):
+def test_train_few_shot_low_rank(bench, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(bench, run, shots=2, batch_size=6, max_steps=1))
 
@@ -141,6 +142,18 @@ def test_train_few_shot_uses_k_per_class_and_low_rank(bench, tmp_path):
     assert metadata.config.vision_rank == 4
     assert metadata.config.text_rank == 4
     assert json.loads((run / "config.json").read_text())["shots"] == 2
+
+
+def test_few_shot_indices_k_per_class_seeded():
+    labels = ["a"] * 5 + ["b"] * 3 + ["c"] * 1
+
+    chosen = few_shot_indices(labels, shots=2, seed=0)
+
+    assert [labels[index] for index in chosen] == ["a", "a", "b", "b", "c"]  # "c" has only one image
+    assert len(set(chosen)) == len(chosen)
+    assert few_shot_indices(labels, shots=2, seed=0) == chosen
+    draws = {tuple(few_shot_indices(labels, shots=2, seed=seed)) for seed in range(10)}
+    assert len(draws) > 1
 
 
 def free_port() -> int:

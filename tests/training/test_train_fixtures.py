@@ -1,6 +1,6 @@
 """A tiny benchmark folder, base weights and a thread limit for fine-tuning, evaluation and comparison tests.
 
-This module holds no tests; the train, evaluate and compare tests import it by path.
+This module contains no tests; the train, evaluate and compare tests import it by path.
 """
 
 from __future__ import annotations

@@ -89,13 +89,13 @@ def load_checkpoint(
 ) -> int:
     """Restore the training state from `path` in place and return the step it was saved at."""
     # weights_only=False: Python's random state is a tuple of ints that the safe loader rejects.
-    # Only checkpoints this command wrote into the run folder are read.
+    # The caller passes only `checkpoints/last.pt` of the run folder, which this command writes.
     state = torch.load(path, map_location="cpu", weights_only=False)
     _check_same_run(state["config"], config, path)
     trainable = prepared.trainable_parameters()
     if set(state["trainable"]) != set(trainable):
         raise ValueError(
-            f"checkpoint {path} holds other trainable parameters than this run; start in a new --output."
+            f"checkpoint {path} contains other trainable parameters than this run; start in a new --output."
         )
     with torch.no_grad():
         for name, parameter in trainable.items():

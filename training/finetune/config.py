@@ -179,7 +179,8 @@ class TrainConfig:
     def _check_combinations(self) -> None:
         if self.method == "linear-probe" and self.task != "classification":
             raise ValueError(
-                f"method='linear-probe' trains a class head; it needs task='classification', not {self.task!r}."
+                "method='linear-probe' trains a class head; "
+                f"it needs task='classification', not {self.task!r}."
             )
         if self.trains_head and self.method in ("r-adapter", "lora"):
             raise ValueError(
@@ -190,11 +191,13 @@ class TrainConfig:
             raise ValueError(f"method='linear-probe' trains with loss='cross-entropy', not {self.loss!r}.")
         if self.loss == "cross-entropy" and self.task == "retrieval":
             raise ValueError(
-                "loss='cross-entropy' is for classification and segmentation; retrieval trains with mpm-nce or info-nce."
+                "loss='cross-entropy' is for classification and segmentation; "
+                "retrieval trains with mpm-nce or info-nce."
             )
         if self.loss == "info-nce" and self.task == "segmentation":
             raise ValueError(
-                "loss='info-nce' pairs images with captions; segmentation trains with mpm-nce or cross-entropy."
+                "loss='info-nce' pairs images with captions; "
+                "segmentation trains with mpm-nce or cross-entropy."
             )
         if self.shots is not None and self.task != "classification":
             raise ValueError(f"shots={self.shots} samples images per class; it needs task='classification'.")
@@ -236,7 +239,10 @@ def _check_range(
     too_high = high is not None and (value >= high if high_open else value > high)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or too_low or too_high:
         left = "(" if low_open else "["
-        right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+        if high is None:
+            right = "inf)"
+        else:
+            right = f"{high})" if high_open else f"{high}]"
         raise ValueError(f"{name}={value!r} is invalid; it must lie in {left}{low}, {right}.")
 
 

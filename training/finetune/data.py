@@ -80,9 +80,8 @@ def build_train_data(config: TrainConfig, transform: Callable) -> TrainData:
 class SeededSamples(Dataset):
     """Load sample i of `epoch` under an RNG seeded from (seed, epoch, i), then restore the RNG.
 
-    Random augmentation then depends on the sample alone, not on which process or worker loads it
-    or on what ran before, so N processes see the same crops as one, and a resumed run the same
-    crops as an uninterrupted one.
+    Random augmentation then depends on the sample alone, not on the process or worker that loads
+    it. So N processes see the same crops as one, and a resumed run sees those of an uninterrupted run.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:

@@ -1,4 +1,4 @@
-"""The fine-tuning loop: AdamW, cosine schedule with warmup, clipping, autocast, DDP, resume, logging."""
+"""The fine-tuning loop: AdamW, cosine warmup schedule, clipping, autocast, DDP, resume and logging."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from .checkpoint import CHECKPOINT_NAME, gather_rng_states, load_checkpoint, sav
 from .config import TrainConfig, save_config
 from .data import TrainData, build_train_data, epoch_batches, template_choices
 from .methods import PreparedModel, prepare_model
-from .segmentation import segmentation_class_names, segmentation_loss
 from .outputs import write_outputs
 from .runtime import peak_memory_mb, zero_shot_head
+from .segmentation import segmentation_class_names, segmentation_loss
 
 logger = logging.getLogger(__name__)
 

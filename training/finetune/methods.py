@@ -160,7 +160,8 @@ def lora_targets(model: nn.Module) -> list[tuple[nn.Module, str]]:
         for block in transformer.resblocks:
             if not isinstance(block.attn, nn.MultiheadAttention) or not block.attn._qkv_same_embed_dim:
                 raise ValueError(
-                    f"LoRA supports open_clip blocks with a packed nn.MultiheadAttention, not {type(block.attn).__name__}."
+                    "LoRA supports open_clip blocks with a packed nn.MultiheadAttention, "
+                    f"not {type(block.attn).__name__}."
                 )
             targets.append((block.attn, "in_proj_weight"))  # q, k and v stacked: (3 d, d)
             targets.append((block.attn.out_proj, "weight"))

@@ -115,6 +115,7 @@ def load_run_system(run_dir: Path, device: torch.device | str = "cpu") -> SweepS
     if not summary_path.is_file():
         raise FileNotFoundError(f"{summary_path} not found; the run in {run_dir} has not finished training.")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
+
     base = load_base_for(config, torch.device(device))
     base_sha256 = weights_sha256(base.state_dict())
     if base_sha256 != summary["base_weights_sha256"]:
@@ -132,25 +133,36 @@ def load_run_system(run_dir: Path, device: torch.device | str = "cpu") -> SweepS
         labels=summary["labels"],
         templates=summary["templates"] or list(PROMPT_TEMPLATES),
     )
+
     if config.method == "r-adapter":
         _attach_adapter(system, run_dir / ADAPTER_DIR, base_sha256)
-        return system
+    else:
+        _attach_tuned_weights(system, run_dir)
+    return system
+
+
+def _attach_tuned_weights(system: SweepSystem, run_dir: Path) -> None:
+    """Load `merged.safetensors` and the head; for full-ft keep the zero-shot endpoints for WiSE-FT."""
     tuned_state = load_file(str(run_dir / MERGED_NAME))
     if (run_dir / HEAD_NAME).is_file():
         system.head, head_labels = load_head(run_dir)
         if head_labels != system.labels:
             raise ValueError(
-                f"{run_dir / HEAD_NAME} labels differ from {summary_path}; the run folder is inconsistent."
+                f"{run_dir / HEAD_NAME} labels differ from {run_dir / SUMMARY_NAME}; "
+                "the run folder is inconsistent, so retrain it."
             )
-    if config.method == "full-ft":
+
+    if system.config.method == "full-ft":
+        # The model still contains the zero-shot weights here.
         system.default_alpha = 1.0
-        system.base_state = {key: tensor.detach().cpu().clone() for key, tensor in base.state_dict().items()}
+        system.base_state = {
+            key: tensor.detach().cpu().clone() for key, tensor in system.model.state_dict().items()
+        }
         system.tuned_state = tuned_state
         if system.head is not None:
             names = [class_display_name(label) for label in system.labels]
-            system.base_head = zero_shot_head(base, system.tokenizer, names, system.templates)
-    base.load_state_dict(tuned_state, strict=True)
-    return system
+            system.base_head = zero_shot_head(system.model, system.tokenizer, names, system.templates)
+    system.model.load_state_dict(tuned_state, strict=True)
 
 
 def _attach_adapter(system: SweepSystem, adapter_dir: Path, base_sha256: str) -> None:
