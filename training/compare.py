@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import evaluate
+from .data.manifest import load_manifest
 from .finetune import TrainConfig, load_recipe, train
+from .finetune.config import DEFAULT_TRAIN_SPLIT
+from .finetune.data import few_shot_indices
 from .finetune.outputs import SUMMARY_NAME
 from .finetune.runtime import command_line, git_commit
 from .finetune.sweep_report import headline
@@ -156,8 +159,25 @@ def train_once(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> di
     values.update(run.overrides)
     values.update(shared)
     values.update(arch=args.arch, pretrained=args.pretrained, data=str(args.data), output=str(output))
+    if values.get("shots") is not None:
+        fit_few_shot_batch(values, args.data)
     logger.info("training %s", output)
     return train(TrainConfig.from_dict(values, source=f"comparison run {run.name!r}"))
+
+
+def fit_few_shot_batch(values: dict[str, Any], data: Path) -> None:
+    """Shrink the batch to the few-shot training set when it is smaller (K x classes can be < 512)."""
+    labels = [
+        record.label for record in load_manifest(data / f"{DEFAULT_TRAIN_SPLIT['classification']}.jsonl")
+    ]
+    num_samples = len(few_shot_indices(labels, values["shots"], values.get("seed", 0)))
+    if values.get("limit") is not None:
+        num_samples = min(num_samples, values["limit"])
+    if values["batch_size"] > num_samples:
+        logger.info(
+            "few-shot K=%d has %d samples, so its batch size is %d", values["shots"], num_samples, num_samples
+        )
+        values["batch_size"] = num_samples
 
 
 def evaluate_runs(

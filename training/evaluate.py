@@ -386,7 +386,12 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     }
     args.output.mkdir(parents=True, exist_ok=True)
     if sweeps:
-        record["alpha_sweep_files"] = sweep_report.write_sweep(args.output, sweeps, results, task)
+        provenance = (
+            f"Written by `{record['command']}` at commit `{record['git_commit']}`, seeds {record['seeds']}, "
+            f"in {record['wall_time_s']:.0f} s with a peak memory of {record['peak_memory_mb']:.0f} MiB "
+            f"on {record['device']}; details in results.json."
+        )
+        record["alpha_sweep_files"] = sweep_report.write_sweep(args.output, sweeps, results, task, provenance)
     (args.output / "results.json").write_text(
         json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_weights  # noqa: E402, F401
 
 from training.cli import main  # noqa: E402
-from training.compare import ABLATION_RUNS  # noqa: E402
+from training.compare import ABLATION_RUNS, fit_few_shot_batch  # noqa: E402
 
 
 def test_compare_writes_every_table(tmp_path):
@@ -65,3 +65,14 @@ def test_compare_writes_every_table(tmp_path):
     mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
     assert main(argv) == 0
     assert (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime == mtime
+
+
+def test_compare_fits_few_shot_batch(tmp_path):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    small, large = {"shots": 4, "batch_size": 512}, {"shots": 16, "batch_size": 512}
+
+    fit_few_shot_batch(small, data)
+    fit_few_shot_batch(large, data)
+
+    assert small["batch_size"] == 4 * 3
+    assert large["batch_size"] == 6 * 3  # every class has only 6 images

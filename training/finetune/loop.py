@@ -29,7 +29,7 @@ from .config import TrainConfig, save_config
 from .data import TrainData, build_train_data, epoch_batches, template_choices
 from .methods import PreparedModel, prepare_model
 from .outputs import write_outputs
-from .runtime import peak_memory_mb, zero_shot_head
+from .runtime import command_line, git_commit, peak_memory_mb, zero_shot_head
 from .segmentation import segmentation_class_names, segmentation_loss
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     steps_per_epoch = len(data.dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    if config.warmup_steps >= total_steps and env.is_main:
+        logger.warning(
+            "warmup_steps=%d is not below the %d scheduled steps (%d per epoch), so the learning rate never "
+            "reaches its peak; pass a smaller --warmup-steps or more --epochs",
+            config.warmup_steps,
+            total_steps,
+            steps_per_epoch,
+        )
     optimizer = torch.optim.AdamW(trainable.values(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_with_warmup(optimizer, config.warmup_steps, total_steps)
 
@@ -305,6 +313,8 @@ def training_summary(
     total = sum(parameter.numel() for parameter in prepared.model.parameters())
     steady = step_times[1:] or step_times  # the first step pays for lazy initialisation
     return {
+        "command": command_line(),
+        "git_commit": git_commit(),
         "method": config.method,
         "task": config.task,
         "steps": step,

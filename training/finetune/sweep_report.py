@@ -74,11 +74,11 @@ def plot_sweep(
 
 
 def write_sweep(
-    output: Path, sweeps: dict[str, list[dict[str, Any]]], results: dict[str, Any], task: str
+    output: Path, sweeps: dict[str, list[dict[str, Any]]], results: dict[str, Any], task: str, provenance: str
 ) -> dict[str, str]:
-    """Write the sweep table and plot into `output` and return their paths."""
+    """Write the sweep table (with `provenance` under it) and the plot into `output`; return their paths."""
     table = output / TABLE_NAME
-    table.write_text(sweep_table(sweeps, task), encoding="utf-8")
+    table.write_text(sweep_table(sweeps, task) + "\n" + provenance + "\n", encoding="utf-8")
     plot = output / PLOT_NAME
     plot_sweep(plot, sweeps, results, task)
     return {"table": str(table), "plot": str(plot)}
