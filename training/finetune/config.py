@@ -48,7 +48,7 @@ class TrainConfig:
     arch: str = field(default="ViT-B-16", metadata=_help("open_clip architecture name"))
     pretrained: str | None = field(
         default=None,
-        metadata=_help("base weights: an open_clip pretrained tag or a local file; none = random init"),
+        metadata=_help("base weights: an open_clip pretrained tag or a local file; unset means random init"),
     )
     data: str | None = field(
         default=None, metadata=_help("benchmark folder with classes.json and the manifests")
@@ -60,7 +60,10 @@ class TrainConfig:
 
     # Optimisation (AdamW, cosine schedule with linear warmup).
     epochs: int = field(default=10, metadata=_help("passes over the training set"))
-    max_steps: int | None = field(default=None, metadata=_help("stop after this many optimizer steps"))
+    max_steps: int | None = field(
+        default=None,
+        metadata=_help("stop after this many optimizer steps; the schedule still spans all epochs"),
+    )
     batch_size: int = field(default=512, metadata=_help("global batch size, split evenly over processes"))
     lr: float = field(default=5e-4, metadata=_help("peak AdamW learning rate"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW decoupled weight decay"))
@@ -306,7 +309,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             type=_parse_optional(kind) if optional else kind,
             default=argparse.SUPPRESS,
             metavar=item.name.upper(),
-            help=item.metadata["help"] + (" ('none' to unset)" if optional else ""),
+            help=item.metadata["help"] + (" ('none' unsets it)" if optional else ""),
         )
 
 

@@ -168,8 +168,23 @@ def segmentation_batch_loss(
     )
 
 
+@dataclass
+class RunState:
+    """What the step loop changes: the model, the optimiser, the schedule and the step counter."""
+
+    prepared: PreparedModel
+    forward: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run one fine-tuning job end to end and return its training summary (rank 0 writes the outputs)."""
+    """Run one fine-tuning job end to end and return its training summary (rank 0 writes the outputs).
+
+    A run folder that already contains `checkpoints/last.pt` is resumed from it. Under torchrun every
+    process reads that file, so a multi-node job needs the run folder on a shared file system.
+    """
     if config.output is None:
         raise ValueError("no run folder: pass --output DIR.")
     run_dir = Path(config.output)
@@ -189,17 +204,40 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.trains_head:
         head = zero_shot_head(model, tokenizer, data.class_names, data.templates).to(env.device)
     prepared = prepare_model(model, config, head)
+
+    state = build_state(config, prepared, env, len(data.dataset) // config.batch_size)
+    checkpoint_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+    if checkpoint_path.is_file():
+        state.step = load_checkpoint(checkpoint_path, prepared, state.optimizer, state.scheduler, config)
+        logger.info("resumed %s at step %d", checkpoint_path, state.step)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.json")
+
+    context = BatchContext(config, data, tokenizer, env.device, autocast_dtype(config, env.device))
+    step_times = run_steps(state, context, env, checkpoint_path)
+
+    summary = training_summary(
+        config, prepared, state.step, step_times, time.perf_counter() - start_time, env
+    )
+    if env.is_main:
+        write_outputs(run_dir, config, prepared, data, base_sha256, summary)
+    if env.world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def build_state(
+    config: TrainConfig, prepared: PreparedModel, env: Distributed, steps_per_epoch: int
+) -> RunState:
+    """Wrap the model for DDP when distributed, and create AdamW and the cosine schedule."""
     prepared.forward.train()
-    trainable = prepared.trainable_parameters()
     forward = prepared.forward
     if env.world_size > 1:
-        forward = DistributedDataParallel(
-            forward, device_ids=[env.device.index] if env.device.type == "cuda" else None
-        )
+        device_ids = [env.device.index] if env.device.type == "cuda" else None
+        forward = DistributedDataParallel(forward, device_ids=device_ids)
 
-    steps_per_epoch = len(data.dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
     if config.warmup_steps >= total_steps and env.is_main:
         logger.warning(
             "warmup_steps=%d is not below the %d scheduled steps (%d per epoch), so the learning rate never "
@@ -208,24 +246,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
             total_steps,
             steps_per_epoch,
         )
-    optimizer = torch.optim.AdamW(trainable.values(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = prepared.trainable_parameters().values()
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_with_warmup(optimizer, config.warmup_steps, total_steps)
+    return RunState(prepared, forward, optimizer, scheduler)
 
-    step = 0
-    checkpoint_path = run_dir / "checkpoints" / CHECKPOINT_NAME
-    if checkpoint_path.is_file():
-        step = load_checkpoint(checkpoint_path, prepared, optimizer, scheduler, config)
-        logger.info("resumed %s at step %d", checkpoint_path, step)
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.json")
 
-    context = BatchContext(config, data, tokenizer, env.device, autocast_dtype(config, env.device))
-    log = MetricsLog(run_dir, enabled=env.is_main)
+def run_steps(state: RunState, context: BatchContext, env: Distributed, checkpoint_path: Path) -> list[float]:
+    """Train from `state.step` to the last step, logging and checkpointing; return the step times in s."""
+    config, data = context.config, context.data
+    steps_per_epoch = len(data.dataset) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    log = MetricsLog(checkpoint_path.parent.parent, enabled=env.is_main)
+    progress = tqdm(
+        total=last_step, initial=state.step, desc=f"train {config.method}", disable=not env.is_main
+    )
     step_times: list[float] = []
-    progress = tqdm(total=last_step, initial=step, desc=f"train {config.method}", disable=not env.is_main)
-    while step < last_step:
-        epoch, offset = divmod(step, steps_per_epoch)
+
+    while state.step < last_step:
+        epoch, offset = divmod(state.step, steps_per_epoch)
         if config.task == "classification":
             context.templates_per_sample = template_choices(
                 len(data.dataset), len(data.templates), config.seed, epoch
@@ -240,46 +280,51 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
         for positions, batch in zip(batches, loader, strict=True):
             tick = time.perf_counter()
-            context.step = step
-            loss = batch_loss(forward, batch, positions, context)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = clip_gradients(trainable.values(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if prepared.ema is not None:
-                prepared.ema.update(prepared.model)
-            step += 1
+            context.step = state.step
+            row = train_step(state, batch, positions, context)
             step_times.append(time.perf_counter() - tick)
-
-            row = {
-                "step": step,
-                "epoch": epoch,
-                "loss": mean_over_processes(loss.detach()),
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": grad_norm,
-                "step_time_s": step_times[-1],
-            }
-            log.write(row, every=config.log_every, force=step == last_step)
+            row.update(epoch=epoch, step_time_s=step_times[-1])
+            log.write(row, every=config.log_every, force=state.step == last_step)
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.4f}")
-            if step % config.checkpoint_every == 0 or step == last_step:
+
+            if state.step % config.checkpoint_every == 0 or state.step == last_step:
                 rng_per_rank = gather_rng_states()  # a collective: every process takes part
                 if env.is_main:
                     save_checkpoint(
-                        checkpoint_path, prepared, optimizer, scheduler, step, config, rng_per_rank
+                        checkpoint_path,
+                        state.prepared,
+                        state.optimizer,
+                        state.scheduler,
+                        state.step,
+                        config,
+                        rng_per_rank,
                     )
-            if step == last_step:
+            if state.step == last_step:
                 break
     progress.close()
-
-    summary = training_summary(config, prepared, step, step_times, time.perf_counter() - start_time, env)
-    if env.is_main:
-        write_outputs(run_dir, config, prepared, data, base_sha256, summary)
     log.close()
-    if env.world_size > 1:
-        dist.barrier()
-    return summary
+    return step_times
+
+
+def train_step(state: RunState, batch: list, positions: list[int], context: BatchContext) -> dict[str, Any]:
+    """Run one optimizer step (loss, backward, clipping, AdamW, schedule, EMA); return its log row."""
+    loss = batch_loss(state.forward, batch, positions, context)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainable = state.prepared.trainable_parameters().values()
+    grad_norm = clip_gradients(trainable, context.config.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    if state.prepared.ema is not None:
+        state.prepared.ema.update(state.prepared.model)
+    state.step += 1
+    return {
+        "step": state.step,
+        "loss": mean_over_processes(loss.detach()),
+        "lr": state.scheduler.get_last_lr()[0],
+        "grad_norm": grad_norm,
+    }
 
 
 def clip_gradients(parameters, max_norm: float | None) -> float:
