@@ -16,19 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from training.data.datasets import (
     PROMPT_TEMPLATES,
     ClassificationDataset,
-    RetrievalDataset,
     SegmentationDataset,
     class_display_name,
     load_classes,
 )
 from training.data.manifest import ManifestRecord, load_manifest
+from training.zero_shot import build_classifier, retrieval_recall, top1_accuracy
 
 from .finetune import sweep_report
 from .finetune.runtime import command_line, git_commit, peak_memory_mb
@@ -37,7 +36,6 @@ from .finetune.systems import SweepSystem, load_run_system, load_zero_shot_syste
 
 logger = logging.getLogger(__name__)
 
-RECALL_KS = (1, 5, 10)
 # Test manifests per task, as `radapter data build` names them.
 SUITE_PATTERNS = {
     "classification": ("id-val.jsonl", "id-test.jsonl", "ood-*.jsonl"),
@@ -53,7 +51,7 @@ ID_RETRIEVAL_STYLE = "noto"
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
 
-# -- primitives ---------------------------------------------------------------------------------------
+# -- device placement -----------------------------------------------------------------------------------
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -62,104 +60,23 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu") if parameter is None else parameter.device
 
 
-@torch.no_grad()
-def encode_texts(
-    model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 256
-) -> torch.Tensor:
-    """Encode `texts` into (N, D) unit embeddings."""
-    chunks = [
-        F.normalize(
-            model.encode_text(
-                tokenizer(list(texts[start : start + batch_size])).to(model_device(model))
-            ).float(),
-            dim=-1,
-        ).cpu()
-        for start in range(0, len(texts), batch_size)
-    ]
-    return torch.cat(chunks)
+class OnDevice(nn.Module):
+    """Run `encode_image` / `encode_text` on the model's device and return CPU tensors.
 
-
-def build_classifier(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    class_names: Sequence[str],
-    templates: Sequence[str] = PROMPT_TEMPLATES,
-) -> torch.Tensor:
-    """Build a zero-shot head: per class, the renormalised mean of its prompt embeddings, as (C, D)."""
-    if not class_names:
-        raise ValueError("no class names; a zero-shot head needs at least one class.")
-    bad = [template for template in templates if "{}" not in template]
-    if not templates or bad:
-        raise ValueError(
-            f"prompt templates {bad or list(templates)!r} are invalid; "
-            "each needs one `{}` for the class name."
-        )
-    prompts = [template.format(name) for name in class_names for template in templates]
-    embeddings = encode_texts(model, tokenizer, prompts).view(
-        len(class_names), len(templates), -1
-    )  # (C, T, D)
-    return F.normalize(embeddings.mean(dim=1), dim=-1)
-
-
-@torch.no_grad()
-def classification_top1(
-    model: nn.Module, head: torch.Tensor, dataset: ClassificationDataset, batch_size: int
-) -> float:
-    """Return the share of images whose highest-scoring class under `head` is their label."""
-    correct = 0
-    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        image_features = F.normalize(
-            model.encode_image(images.to(model_device(model))).float(), dim=-1
-        ).cpu()  # (B, D)
-        predictions = (image_features @ head.T.float()).argmax(dim=1)
-        correct += int((predictions == labels).sum())
-    return correct / len(dataset)
-
-
-def recall_at_k(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    text_to_image: torch.Tensor,
-    ks: Sequence[int] = RECALL_KS,
-) -> dict[str, float]:
-    """Return image-to-text and text-to-image recall@k.
-
-    Args:
-        image_features: (I, D) unit embeddings of the distinct images.
-        text_features: (T, D) unit embeddings of the captions.
-        text_to_image: (T,) row of each caption's image in `image_features`.
+    The scoring functions of `training.zero_shot` feed CPU batches and compare on the CPU, so this
+    wrapper lets them evaluate a model that sits on a GPU.
     """
-    similarity = image_features @ text_features.T  # (I, T)
-    positive = text_to_image[None, :] == torch.arange(len(image_features))[:, None]  # (I, T)
-    metrics = {}
-    for k in ks:
-        top_texts = similarity.topk(min(k, similarity.shape[1]), dim=1).indices  # (I, k)
-        top_images = similarity.T.topk(min(k, similarity.shape[0]), dim=1).indices  # (T, k)
-        metrics[f"image_to_text_R@{k}"] = float(positive.gather(1, top_texts).any(dim=1).float().mean())
-        metrics[f"text_to_image_R@{k}"] = float(
-            (top_images == text_to_image[:, None]).any(dim=1).float().mean()
-        )
-    return metrics
 
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.device = model_device(model)
 
-@torch.no_grad()
-def retrieval_recall(
-    model: nn.Module, tokenizer: Tokenizer, dataset: RetrievalDataset, batch_size: int
-) -> dict[str, float]:
-    """Embed every image once and every caption, then return recall@k in both directions."""
-    image_features: dict[int, torch.Tensor] = {}
-    captions, caption_images = [], []
-    for images, texts, indices in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        features = F.normalize(
-            model.encode_image(images.to(model_device(model))).float(), dim=-1
-        ).cpu()  # (B, D)
-        for row, index in enumerate(indices.tolist()):
-            image_features.setdefault(index, features[row])
-        captions.extend(texts)
-        caption_images.extend(indices.tolist())
-    # Image indices are dense over the manifest's rows, so they index the stacked features directly.
-    stacked = torch.stack([image_features[index] for index in range(len(image_features))])
-    return recall_at_k(stacked, encode_texts(model, tokenizer, captions), torch.tensor(caption_images))
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images.to(self.device)).float().cpu()
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens.to(self.device)).float().cpu()
 
 
 # -- evaluation suites ---------------------------------------------------------------------------------
@@ -230,25 +147,26 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Evaluate one model on every manifest of `suite`; add the OOD mean (and the ID alias for retrieval)."""
     model.eval()
+    if suite.task == "segmentation":
+        return segmentation_metrics(model, tokenizer, transform, suite, templates, batch_size)
+
+    encoder = OnDevice(model)
     metrics: dict[str, float] = {}
     if suite.task == "classification":
         if head is None:
-            head = build_classifier(
-                model, tokenizer, [class_display_name(name) for name in suite.classes], templates
-            )
+            names = [class_display_name(name) for name in suite.classes]
+            head = build_classifier(encoder, tokenizer, names, templates)
         for name, records in suite.manifests.items():
             dataset = ClassificationDataset(records, transform, classes=suite.classes)
-            metrics[name] = classification_top1(model, head, dataset, batch_size)
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+            metrics[name] = top1_accuracy(encoder, head.float(), loader)
         ood = [metrics[name] for name in suite.ood_names()]
         if ood:
             metrics["ood-mean"] = sum(ood) / len(ood)
         return metrics
 
-    if suite.task == "segmentation":
-        return segmentation_metrics(model, tokenizer, transform, suite, templates, batch_size)
-
     per_set = {
-        name: retrieval_recall(model, tokenizer, RetrievalDataset(records, transform), batch_size)
+        name: retrieval_recall(encoder, tokenizer, transform, records, batch_size=batch_size)
         for name, records in suite.manifests.items()
     }
     for name, values in per_set.items():
@@ -271,7 +189,8 @@ def segmentation_metrics(
     batch_size: int,
 ) -> dict[str, float]:
     """Return mIoU per set, `id/mIoU` (segmentation-test-id) and `ood-mean/mIoU` over the other sets."""
-    texts = build_classifier(model, tokenizer, segmentation_class_names(suite.classes), templates)  # (K, D)
+    names = segmentation_class_names(suite.classes)
+    texts = build_classifier(OnDevice(model), tokenizer, names, templates)  # (K, D)
     metrics = {}
     for name, records in suite.manifests.items():
         dataset = SegmentationDataset(records, transform, suite.classes)

@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_weights  # noqa: E402, F401
 
 from training.cli import main  # noqa: E402
-from training.evaluate import build_suite, evaluate_model, recall_at_k  # noqa: E402
+from training.evaluate import build_suite, evaluate_model  # noqa: E402
 from training.finetune import TrainConfig, train  # noqa: E402
 from training.finetune.segmentation import confusion_matrix, mean_iou_from_confusion  # noqa: E402
+from training.zero_shot import recall_at_k  # noqa: E402
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

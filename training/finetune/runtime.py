@@ -48,10 +48,11 @@ def zero_shot_head(
     model: nn.Module, tokenizer, class_names: Sequence[str], templates: Sequence[str]
 ) -> torch.Tensor:
     """Return (C, D) unit class embeddings: the mean prompt embedding of each class, renormalised."""
-    from training.evaluate import build_classifier  # evaluate imports this package; import late
+    from training.evaluate import OnDevice  # evaluate imports this package, so import it late
+    from training.zero_shot import build_classifier
 
     was_training = model.training
     model.eval()
-    head = build_classifier(model, tokenizer, class_names, templates)
+    head = build_classifier(OnDevice(model), tokenizer, class_names, templates)
     model.train(was_training)
     return head

@@ -109,10 +109,10 @@ def mean_iou_from_confusion(confusion: torch.Tensor) -> float:
 def mean_iou(model: nn.Module, texts: torch.Tensor, dataset, batch_size: int) -> float:
     """Return the mIoU of the argmax of pixel logits over a segmentation data set, pooled over all pixels."""
     num_classes = texts.shape[0]
+    device = next(model.parameters()).device
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for images, masks in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        cosines = pixel_cosines(
-            patch_embeddings(model, images.to(texts.device)).cpu(), texts.cpu(), tuple(masks.shape[-2:])
-        )  # (B, K, H, W)
+        patches = patch_embeddings(model, images.to(device)).cpu()  # (B, grid_h, grid_w, D)
+        cosines = pixel_cosines(patches, texts.cpu(), tuple(masks.shape[-2:]))  # (B, K, H, W)
         confusion += confusion_matrix(masks, cosines.argmax(dim=1), num_classes)
     return mean_iou_from_confusion(confusion)
