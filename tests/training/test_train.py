@@ -13,7 +13,7 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, make_tiny_model
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -23,6 +23,7 @@ from training.cli import main  # noqa: E402
 from training.finetune import TrainConfig, load_recipe, train  # noqa: E402
 from training.finetune.config import add_config_arguments, config_from_args  # noqa: E402
 from training.finetune.data import few_shot_indices  # noqa: E402
+from training.finetune.methods import inject_lora, merged_lora_state_dict  # noqa: E402
 from training.finetune.systems import load_run_system  # noqa: E402
 from training.radapter import load_adapter  # noqa: E402
 
@@ -86,7 +87,8 @@ def test_train_method_decreases_loss(bench, tmp_path, monkeypatch, task, method,
     losses = logged_losses(tmp_path / "run")
     assert summary["steps"] == 4
     assert losses[4] < losses[1], losses
-    assert (tmp_path / "run" / "merged.safetensors").is_file()
+    # Every method's merged file is plain open_clip weights (strict key matching).
+    open_clip.create_model(TINY, pretrained=str(tmp_path / "run" / "merged.safetensors"))
 
 
 def test_train_radapter_outputs_ema_adapter_and_merged_model(bench, tmp_path):
@@ -111,6 +113,25 @@ def test_train_radapter_outputs_ema_adapter_and_merged_model(bench, tmp_path):
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(merged.encode_image(images), adapted.encode_image(images))
+
+
+def test_lora_merge_matches_parametrized_model():
+    model = make_tiny_model()
+    inject_lora(model, rank=2, lora_alpha=4.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(".up"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    merged = open_clip.create_model(TINY).eval()
+    merged.load_state_dict(merged_lora_state_dict(model), strict=True)
+    images = torch.randn(2, 3, 32, 32, generator=generator)
+    texts = open_clip.get_tokenizer(TINY)(["a fox", "a red car"])
+
+    with torch.no_grad():
+        torch.testing.assert_close(merged.encode_image(images), model.encode_image(images))
+        torch.testing.assert_close(merged.encode_text(texts), model.encode_text(texts))
+        assert not torch.allclose(merged.encode_image(images), make_tiny_model().encode_image(images))
 
 
 def test_train_resume_reproduces_next_step(bench, tmp_path):

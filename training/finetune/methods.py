@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -181,9 +180,26 @@ def inject_lora(model: nn.Module, rank: int, lora_alpha: float) -> None:
 
 
 def merged_lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Return a plain open_clip state dict with every LoRA update folded into its weight."""
-    merged = copy.deepcopy(model)
-    for module, name in lora_targets(merged):
-        if parametrize.is_parametrized(module, name):
-            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return {key: tensor.detach() for key, tensor in merged.state_dict().items()}
+    """Return a plain open_clip state dict with every LoRA update folded into its weight.
+
+    The model keeps its parametrizations. Removing them from a deep copy would not do, because the
+    copy shares the parametrized classes and removal deletes the weight property from the class.
+    """
+    folded = {}  # state-dict prefix of a parametrization -> (plain key, merged weight)
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for name in module.parametrizations:
+            prefix = f"{module_name}.parametrizations.{name}."
+            folded[prefix] = (f"{module_name}.{name}", getattr(module, name).detach().clone())
+
+    merged = {}
+    for key, tensor in model.state_dict().items():
+        prefix = next((candidate for candidate in folded if key.startswith(candidate)), None)
+        if prefix is None:
+            merged[key] = tensor.detach()
+        elif key == prefix + "original":
+            plain_key, weight = folded[prefix]
+            merged[plain_key] = weight
+        # The LoRA factors (`<prefix>0.down`, `<prefix>0.up`) are already folded into the weight.
+    return merged
