@@ -81,7 +81,7 @@ class SeededSamples(Dataset):
     """Load sample i of `epoch` under an RNG seeded from (seed, epoch, i), then restore the RNG.
 
     Random augmentation then depends on the sample alone, not on the process or worker that loads
-    it. So N processes see the same crops as one, and a resumed run sees those of an uninterrupted run.
+    it. So N processes get the same crops as one, and a resumed run gets those of an uninterrupted run.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:

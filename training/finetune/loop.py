@@ -170,7 +170,7 @@ def segmentation_batch_loss(
 
 @dataclass
 class RunState:
-    """What the step loop changes: the model, the optimiser, the schedule and the step counter."""
+    """Mutable training state: the model, its DDP wrapper, AdamW, the schedule and the step counter."""
 
     prepared: PreparedModel
     forward: torch.nn.Module
