@@ -383,6 +383,9 @@ def render_report(
         "",
         "## Training cost",
         "",
+        "Step time is the mean over steps after the first. Peak memory is the CUDA allocator's peak per run",
+        "on a GPU; on a CPU it is the driver process's resident-set peak so far, which includes earlier runs.",
+        "",
         *cost_table(summaries),
         "",
     ]
