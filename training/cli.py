@@ -13,7 +13,6 @@ COMMANDS = {
     "serve": ("service.cli", "run the multi-tenant inference service"),
     "train": ("training.train", "fine-tune an open_clip model with R-Adapter or a baseline method"),
     "evaluate": ("training.evaluate", "measure ID and OOD accuracy or recall, with optional alpha sweeps"),
-    "compare": ("training.compare", "train and evaluate every compared method and write the results report"),
     "merge": ("training.merge", "fold an adapter into its base model and write plain open_clip weights"),
     "export-onnx": ("training.export_onnx", "export image and text encoders to ONNX with a parity report"),
     "data": ("training.data.cli", "build the emoji renditions benchmark"),

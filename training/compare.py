@@ -1,4 +1,4 @@
-"""`radapter compare`: train and evaluate every method of the R-Adapter comparison and write RESULTS.md.
+"""`python -m training.compare`: train and evaluate every compared method, then write RESULTS.md.
 
 The comparison covers zero-shot, full fine-tuning, WiSE-FT (alpha chosen on id-val), LoRA, a linear
 probe and R-Adapter; the ablation ladder from a plain adapter to full R-Adapter; few-shot R-Adapter
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ RETRIEVAL_RUNS = [
     Run("retrieval-r-adapter", "retrieval"),
     Run("retrieval-full-ft", "retrieval", {"method": "full-ft"}),
 ]
-# Flags of `radapter compare` that apply to every training run when given.
+# Flags of `python -m training.compare` that apply to every training run when given.
 SHARED_FIELDS = (
     "epochs",
     "max_steps",
@@ -113,6 +114,19 @@ def run(args: argparse.Namespace) -> int:
     report = compare(args)
     print(report)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison as `python -m training.compare`, with the error handling of `radapter`."""
+    parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"python -m training.compare: error: {error}", file=sys.stderr)
+        return 2
 
 
 def compare(args: argparse.Namespace) -> Path:
@@ -269,7 +283,7 @@ def few_shot_table(evaluations: dict[str, Any]) -> list[str]:
 
 def retrieval_table(evaluations: dict[str, Any]) -> list[str]:
     if "retrieval" not in evaluations:
-        return ["Not run: `radapter compare` was called with `--skip-retrieval`."]
+        return ["Not run: `python -m training.compare` was called with `--skip-retrieval`."]
     keys = [f"{direction}_R@{k}" for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)]
     short = [key.replace("image_to_text", "I2T").replace("text_to_image", "T2I") for key in keys]
     lines = [
@@ -296,7 +310,7 @@ def retrieval_table(evaluations: dict[str, Any]) -> list[str]:
 
 def segmentation_table(evaluations: dict[str, Any]) -> list[str]:
     if "segmentation" not in evaluations:
-        return ["Not run: `radapter compare` was called with `--skip-segmentation`."]
+        return ["Not run: `python -m training.compare` was called with `--skip-segmentation`."]
     lines = ["| method | ID mIoU | OOD mIoU |", "|---|---:|---:|"]
     labels = {
         "zero-shot": "zero-shot",
@@ -337,7 +351,8 @@ def render_report(
     sections = [
         "# Results: R-Adapter against zero-shot, full fine-tuning, WiSE-FT, LoRA and a linear probe",
         "",
-        "Written by `radapter compare`; rerun it to refresh every number below. Do not edit by hand.",
+        "Written by `python -m training.compare`; rerun it to refresh every number below.",
+        "Do not edit it by hand.",
         "",
         f"- command: `{command_line()}`",
         f"- git commit: `{git_commit()}`",
@@ -391,3 +406,7 @@ def render_report(
         "",
     ]
     return "\n".join(sections)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`radapter compare` on a tiny benchmark: every run trains, every table is filled from real results."""
+"""`python -m training.compare` on a tiny benchmark: every run trains, every table is filled from real results."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from helpers import TINY
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_weights  # noqa: E402, F401
 
-from training.cli import main  # noqa: E402
-from training.compare import ABLATION_RUNS, fit_few_shot_batch  # noqa: E402
+from training.compare import ABLATION_RUNS, fit_few_shot_batch, main  # noqa: E402
 
 
 def test_compare_writes_every_table(tmp_path):
@@ -19,7 +18,7 @@ def test_compare_writes_every_table(tmp_path):
     weights = write_tiny_weights(tmp_path / "base.safetensors")
     results = tmp_path / "RESULTS.md"
     argv = [
-        "compare", "--data", str(data), "--arch", TINY, "--pretrained", str(weights),
+        "--data", str(data), "--arch", TINY, "--pretrained", str(weights),
         "--out", str(tmp_path / "runs"), "--results", str(results),
         "--max-steps", "1", "--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32",
     ]  # fmt: skip

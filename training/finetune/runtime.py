@@ -18,7 +18,7 @@ def peak_memory_mb(device: torch.device) -> float:
     """Return the peak memory in MiB: CUDA allocations since the last reset, else the process's resident set.
 
     The resident-set peak covers the whole process lifetime, so on CPU it includes earlier runs of
-    the same process, such as those `radapter compare` runs one after another.
+    the same process, such as those `python -m training.compare` runs one after another.
     """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
