@@ -1,4 +1,4 @@
-"""`python -m training.compare` on a tiny benchmark: every run trains, every table is filled from real results."""
+"""`python -m training.compare` on a tiny benchmark: every run trains, every table has real results."""
 
 from __future__ import annotations
 
