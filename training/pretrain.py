@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 from training.augment import AugmentConfig, augment
 from training.data.datasets import PROMPT_TEMPLATES, class_display_name, load_classes
-from training.losses import soft_targets
 from training.pretrain_data import PretrainCorpus, WordNet, concept_of, load_corpus, wordnet_captions
 from training.teacher import MINILM, SentenceTeacher
 
@@ -175,30 +174,32 @@ def stage_parameters(model: nn.Module, stage: str) -> list[tuple[str, nn.Paramet
 def multi_positive_nce(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
-    image_labels: torch.Tensor,
-    text_labels: torch.Tensor,
+    positives: torch.Tensor,
     logit_scale: torch.Tensor,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE where every (image, text) pair with equal labels is a positive.
+    """Symmetric InfoNCE where every (image, text) pair marked in `positives` is a positive.
 
-    Targets spread evenly over the positives of a row. Texts with no image in the batch have no
-    positive, so only image rows are scored against them.
+    Targets spread evenly over the positives of a row. Rows without a positive (texts that match
+    no image of the batch) are left out of their direction's mean.
 
     Args:
         image_features: (B, D) unit image embeddings.
         text_features: (T, D) unit text embeddings.
-        image_labels: (B,) concept of each image.
-        text_labels: (T,) concept of each text.
+        positives: (B, T) bool, True where the text describes the image.
         logit_scale: scalar, already exponentiated.
     """
     logits_per_image = logit_scale * image_features @ text_features.T  # (B, T)
-    image_targets = soft_targets(image_labels, text_labels, 0.0)
-    loss_image = -(image_targets * F.log_softmax(logits_per_image, dim=1)).sum(dim=1).mean()
+    targets = positives.to(logits_per_image.dtype)
 
-    has_image = (text_labels[:, None] == image_labels[None, :]).any(dim=1)
-    text_targets = soft_targets(text_labels[has_image], image_labels, 0.0)
-    logits_per_text = logits_per_image.T[has_image]  # (T', B)
-    loss_text = -(text_targets * F.log_softmax(logits_per_text, dim=1)).sum(dim=1).mean()
+    image_rows = targets.sum(dim=1) > 0
+    image_targets = targets[image_rows] / targets[image_rows].sum(dim=1, keepdim=True)
+    log_probs = F.log_softmax(logits_per_image[image_rows], dim=1)
+    loss_image = -(image_targets * log_probs).sum(dim=1).mean()
+
+    text_rows = targets.sum(dim=0) > 0
+    text_targets = targets.T[text_rows] / targets.T[text_rows].sum(dim=1, keepdim=True)  # (T', B)
+    log_probs = F.log_softmax(logits_per_image.T[text_rows], dim=1)
+    loss_text = -(text_targets * log_probs).sum(dim=1).mean()
     return (loss_image + loss_text) / 2
 
 
@@ -310,19 +311,18 @@ class Pretrainer:
         if stage == "image":
             # Every concept's sampled caption is a candidate, so each image meets all negatives.
             text_features = self.caption_targets[caption_ids]
-            text_labels = torch.arange(len(self.corpus.concepts))
             with self.autocast():
                 image_features = self.model.encode_image(pixels)
         else:
-            text_labels = image_labels
+            caption_ids = caption_ids[image_labels]
             with self.autocast():
                 image_features = self.model.encode_image(pixels)
-                text_features = encode_text_trimmed(
-                    self.model, self.caption_tokens[caption_ids[image_labels]]
-                )
+                text_features = encode_text_trimmed(self.model, self.caption_tokens[caption_ids])
             text_features = F.normalize(text_features.float(), dim=-1)
         image_features = F.normalize(image_features.float(), dim=-1)
-        return multi_positive_nce(image_features, text_features, image_labels, text_labels, logit_scale)
+        # A caption shared by several concepts ("a keycap emoji") is a positive of all their images.
+        positives = self.corpus.caption_membership[image_labels][:, caption_ids]
+        return multi_positive_nce(image_features, text_features, positives, logit_scale)
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -564,7 +564,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        help="intra-op CPU threads (default: torch's choice); 1 can be faster when other jobs share the cores",
+        help="intra-op CPU threads (default: torch's choice); 1 can be faster when other jobs share the CPU",
     )
 
 
@@ -605,6 +605,13 @@ def run(args: argparse.Namespace) -> int:
         eval_every_epochs=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         max_steps=args.max_steps,
+        augment=AugmentConfig(
+            min_scale=args.min_scale,
+            max_rotation=args.max_rotation,
+            grayscale_prob=AugmentConfig.grayscale_prob * args.style_prob,
+            line_art_prob=AugmentConfig.line_art_prob * args.style_prob,
+            silhouette_prob=AugmentConfig.silhouette_prob * args.style_prob,
+        ),
     )
     if args.threads is not None:
         if args.threads < 1:

@@ -39,6 +39,7 @@ class PretrainCorpus:
     captions: list[str]  # distinct caption texts
     caption_table: torch.Tensor  # (C, K) int64 caption indices per concept, padded with -1
     caption_counts: torch.Tensor  # (C,) int64
+    caption_membership: torch.Tensor  # (C, U) bool, True where caption u describes concept c
 
     def sample_captions(self, generator: torch.Generator) -> torch.Tensor:
         """Draw one caption index per concept, uniformly among that concept's captions."""
@@ -106,7 +107,15 @@ def load_corpus(
         captions=captions,
         caption_table=table,
         caption_counts=(table >= 0).sum(dim=1),
+        caption_membership=_membership(table, len(captions)),
     )
+
+
+def _membership(table: torch.Tensor, caption_count: int) -> torch.Tensor:
+    membership = torch.zeros(table.shape[0], caption_count + 1, dtype=torch.bool)
+    # Padding (-1) lands in the extra last column, which is dropped.
+    membership.scatter_(1, table.where(table >= 0, caption_count), True)
+    return membership[:, :caption_count]
 
 
 class WordNet:

@@ -209,3 +209,31 @@ def _retrieval_metrics(model: nn.Module, tokenizer: Tokenizer, transform: Transf
     for name in others[0] if others else ():
         metrics[f"retrieval-ood/{name}"] = sum(values[name] for values in others) / len(others)
     return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate a registered open_clip architecture with local weights on the benchmark and print JSON."""
+    import argparse
+    import json
+
+    import open_clip
+
+    from training import embedded
+
+    parser = argparse.ArgumentParser(prog="python -m training.zero_shot", description=main.__doc__)
+    parser.add_argument("--model", default=embedded.ARCHITECTURE, help="open_clip architecture name")
+    parser.add_argument("--weights", type=Path, default=embedded.WEIGHTS_PATH, help="safetensors weights file")
+    parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "radapter" / "emoji-renditions")
+    args = parser.parse_args(argv)
+
+    embedded.register()
+    if not args.weights.is_file():
+        raise SystemExit(f"--weights {args.weights} not found; pass a safetensors file.")
+    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=str(args.weights))
+    metrics = evaluate_benchmark(model, open_clip.get_tokenizer(args.model), preprocess, args.data)
+    print(json.dumps({name: round(value, 4) for name, value in metrics.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

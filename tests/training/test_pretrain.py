@@ -188,11 +188,35 @@ def test_augment_shape_and_determinism() -> None:
 
 def test_multi_positive_nce_prefers_matches() -> None:
     features = torch.eye(4)
-    labels = torch.tensor([0, 1, 2, 3])
-    matched = multi_positive_nce(features, features, labels, labels, torch.tensor(20.0))
-    shuffled = multi_positive_nce(features, features.roll(1, dims=0), labels, labels, torch.tensor(20.0))
+    positives = torch.eye(4, dtype=torch.bool)
+    matched = multi_positive_nce(features, features, positives, torch.tensor(20.0))
+    shuffled = multi_positive_nce(features, features.roll(1, dims=0), positives, torch.tensor(20.0))
     assert matched < 0.01
     assert shuffled > 5.0
+
+
+def test_multi_positive_nce_shared_caption() -> None:
+    # Images 0 and 1 share text 0, so the loss is lowest when both point at it equally.
+    images = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=1)
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positives = torch.tensor([[True, False], [True, False], [False, True]])
+    shared = multi_positive_nce(images, texts, positives, torch.tensor(20.0))
+    one_owner = multi_positive_nce(
+        images, texts, torch.tensor([[True, False], [False, True], [False, True]]), torch.tensor(20.0)
+    )
+    # Text 0's target is split over images 0 and 1, whose logits are equal, so its row keeps
+    # log 2. Averaged over the two text rows and then the two directions, that gives log 2 / 4.
+    torch.testing.assert_close(shared, torch.log(torch.tensor(2.0)) / 4, atol=1e-4, rtol=0)
+    assert one_owner > shared
+
+
+def test_corpus_membership_marks_shared_captions(data_dir: Path) -> None:
+    corpus = load_corpus(data_dir / "pretrain.jsonl")
+    for concept in range(len(corpus.concepts)):
+        members = corpus.caption_membership[concept].nonzero().flatten().tolist()
+        assert sorted(members) == sorted(
+            corpus.caption_table[concept][: corpus.caption_counts[concept]].tolist()
+        )
 
 
 def test_cosine_lr_warmup_and_decay() -> None:
