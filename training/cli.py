@@ -16,6 +16,7 @@ COMMANDS = {
     "merge": ("training.merge", "fold an adapter into its base model and write plain open_clip weights"),
     "export-onnx": ("training.export_onnx", "export image and text encoders to ONNX with a parity report"),
     "data": ("training.data.cli", "build the emoji renditions benchmark"),
+    "compare": ("training.compare", "run every method side by side and write docs/RESULTS.md"),
     "pretrain": (
         "training.pretrain",
         "pretrain the embedded CLIP backbone on the benchmark's pretrain split",
