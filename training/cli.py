@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # Subcommand name -> module that defines `add_arguments(parser)` and `run(args) -> int`.
@@ -42,17 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = COMMANDS[known.command]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"radapter {known.command}", description=help_text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    verbose = known.verbose or args.verbose
     # Only this project's loggers speak at INFO: open_clip and the ONNX exporter log every step of
     # their work at INFO, which would bury the command's own output.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for package in ("training", "service"):
-        logging.getLogger(package).setLevel(logging.DEBUG if known.verbose else logging.INFO)
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
+        from training.models import register_model_config_dirs  # imports torch, so not at the top
+
+        register_model_config_dirs(os.environ.get("RADAPTER_MODEL_CONFIG_DIRS"))
         return module.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        # Input errors carry their own explanation and remedy; a traceback would only hide it.
+    except (ValueError, OSError) as error:
+        # Input and file-system errors carry their own explanation (the value, the path); a traceback
+        # would only hide it.
         print(f"radapter {known.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,7 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from .models import load_base_model, weights_sha256
+from .models import load_base_model, prepare_output_dir, weights_sha256
 from .radapter import check_base_matches, load_adapter, merge_overlay
 
 logger = logging.getLogger(__name__)
@@ -61,17 +61,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--output {args.output} must end in .safetensors; open_clip picks the loader by suffix."
         )
-    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+    if args.output.is_dir():
+        raise ValueError(f"--output {args.output} is a directory; pass a file path ending in .safetensors.")
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:  # also rejects NaN
         raise ValueError(f"--alpha {args.alpha} is invalid; pass a value in [0, 1].")
+    prepare_output_dir(args.output.parent, "--output's directory")
     _, metadata = load_adapter(args.adapter)
     architecture = args.arch or metadata.base_architecture
 
     start = time.perf_counter()
     base = load_base_model(architecture, args.pretrained)
     merged, alpha = merge_adapter_into_base(base.state_dict(), args.adapter, architecture, args.alpha)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.contiguous() for name, tensor in merged.items()}
     save_file(tensors, str(args.output), metadata={"architecture": architecture, "alpha": str(alpha)})
+    args.output.chmod(0o644)  # safetensors writes 0600; the server often runs as another user
     logger.info(
         "merged %s at alpha %.2f into %s in %.1f s",
         args.adapter,

@@ -135,3 +135,37 @@ def test_weights_sha256_is_format_independent_and_content_sensitive(tmp_path):
 def test_load_base_model_rejects_bad_names(arch, pretrained, error, message):
     with pytest.raises(error, match=message):
         load_base_model(arch, pretrained)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"base_architecture": 5}, "base_architecture=5"),
+        ({"labels": "cat"}, "labels='cat'"),
+        ({"training": []}, "training=\\[\\]"),
+    ],
+)
+def test_load_adapter_rejects_mistyped_metadata(adapter_dir, change, message):
+    path = adapter_dir / METADATA_NAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(ValueError, match=message):
+        load_adapter(adapter_dir)
+
+
+@pytest.mark.parametrize(
+    "change, message", [({"towers": "vision"}, "pass a list"), ({"alpha": True}, "alpha=True")]
+)
+def test_load_adapter_rejects_mistyped_config(adapter_dir, change, message):
+    path = adapter_dir / METADATA_NAME
+    data = json.loads(path.read_text())
+    data["config"].update(change)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        load_adapter(adapter_dir)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b'"a string"'])
+def test_load_adapter_names_file_for_unreadable_metadata(adapter_dir, content):
+    (adapter_dir / METADATA_NAME).write_bytes(content)
+    with pytest.raises(ValueError, match="adapter.json is not a valid adapter description"):
+        load_adapter(adapter_dir)

@@ -245,3 +245,90 @@ def test_merge_overlay_computes_in_float32_and_returns_base_dtype():
         assert tensor.dtype == torch.bfloat16
         # One bf16 rounding of the float32 result: relative error about 2**-8.
         torch.testing.assert_close(tensor.float(), reference[name], rtol=2e-2, atol=2e-3)
+
+
+def test_cli_merge_rejects_weights_of_another_architecture(tmp_path, capsys):
+    base = make_tiny_model()
+    write_adapter(tmp_path, CONFIGS["full-rank"], base)
+    other = save_weights(make_tiny_model(TINY_CUSTOM_TEXT), tmp_path / "other-arch.safetensors")
+    argv = ["merge", "--adapter", str(tmp_path / "adapter"), "--pretrained", str(other)]
+
+    assert main(argv + ["--output", str(tmp_path / "m.safetensors")]) == 2
+    assert "could not load weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"not a safetensors header", b"\x80\x04\x95 not a pickle"])
+def test_cli_merge_rejects_corrupt_base_weights(content, tmp_path, capsys):
+    base = make_tiny_model()
+    write_adapter(tmp_path, CONFIGS["full-rank"], base)
+    suffix = ".safetensors" if content.startswith(b"not") else ".pt"
+    corrupt = tmp_path / f"corrupt{suffix}"
+    corrupt.write_bytes(content)
+    argv = ["merge", "--adapter", str(tmp_path / "adapter"), "--pretrained", str(corrupt)]
+
+    assert main(argv + ["--output", str(tmp_path / "m.safetensors")]) == 2
+    assert "could not load weights" in capsys.readouterr().err
+
+
+def test_cli_merge_rejects_unusable_output_before_loading(tmp_path, capsys):
+    base = make_tiny_model()
+    base_path = save_weights(base, tmp_path / "base.safetensors")
+    write_adapter(tmp_path, CONFIGS["full-rank"], base)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir.safetensors").mkdir()
+    argv = ["merge", "--adapter", str(tmp_path / "adapter"), "--pretrained", str(base_path), "--output"]
+
+    assert main(argv + [str(tmp_path / "a-file" / "m.safetensors")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(argv + [str(tmp_path / "a-dir.safetensors")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_cli_merge_output_is_readable_by_other_users(tmp_path):
+    base = make_tiny_model()
+    base_path = save_weights(base, tmp_path / "base.safetensors")
+    write_adapter(tmp_path, CONFIGS["full-rank"], base)
+    output = tmp_path / "m.safetensors"
+
+    main(
+        [
+            "merge",
+            "--adapter",
+            str(tmp_path / "adapter"),
+            "--pretrained",
+            str(base_path),
+            "--output",
+            str(output),
+        ]
+    )
+
+    assert output.stat().st_mode & 0o044 == 0o044
+    assert (tmp_path / "adapter" / "adapter.json").stat().st_mode & 0o044 == 0o044
+
+
+def test_cli_resolves_architectures_from_model_config_dirs(tmp_path, monkeypatch, capsys):
+    from helpers import FIXTURES
+
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "my-arch.json").write_text((FIXTURES / "model_configs" / f"{TINY}.json").read_text())
+    weights = save_weights(make_tiny_model(), tmp_path / "base.safetensors")
+    monkeypatch.setenv("RADAPTER_MODEL_CONFIG_DIRS", str(config_dir))
+
+    code = main(
+        [
+            "export-onnx",
+            "--arch",
+            "my-arch",
+            "--pretrained",
+            str(weights),
+            "--opset",
+            "99",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
+
+    assert code == 2
+    assert "opset 99 is newer" in capsys.readouterr().err
+    assert "my-arch" in open_clip.list_models()

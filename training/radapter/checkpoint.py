@@ -34,6 +34,15 @@ class AdapterMetadata:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        for name in ("base_architecture", "base_weights_sha256"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; it must be a string.")
+        for name in ("labels", "templates"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ValueError(f"{name}={value!r} is invalid; it must be a list of strings.")
+        if not isinstance(self.training, dict):
+            raise ValueError(f"training={self.training!r} is invalid; it must be a JSON object.")
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"task={self.task!r} is invalid; choose one of {TASKS} or None.")
         if self.task == "classification" and not self.labels:
@@ -67,6 +76,8 @@ def _atomic_write(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        # mkstemp creates 0600 files; adapters are often written by one user and served by another.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -95,8 +106,11 @@ def load_adapter(directory: str | Path) -> tuple[dict[str, torch.Tensor], Adapte
                 f"{path} is missing; an adapter directory contains {WEIGHTS_NAME} and {METADATA_NAME}."
             )
     try:
-        metadata = AdapterMetadata.from_dict(json.loads(meta_path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"the top level is a {type(data).__name__}, not an object")
+        metadata = AdapterMetadata.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{meta_path} is not a valid adapter description: {error}") from error
     try:
         tensors = load_file(str(weights))

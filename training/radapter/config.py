@@ -38,6 +38,12 @@ class RAdapterConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.towers, str):
+            raise ValueError(f"towers={self.towers!r} is invalid; pass a list such as ['vision', 'text'].")
+        for name in ("drop_prob", "ema_momentum", "alpha", "init_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name}={value!r} is invalid; it must be a number.")
         self.towers = tuple(self.towers)
         if not self.towers or any(tower not in TOWERS for tower in self.towers):
             raise ValueError(f"towers={self.towers!r} is invalid; choose 'vision', 'text' or both.")
