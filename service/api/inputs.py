@@ -39,7 +39,10 @@ def openapi_body(model: type[BaseModel], files: dict[str, str]) -> dict[str, Any
 
 
 async def parse_body(request: Request, model: type[Model], settings: Settings) -> Model:
-    """Read the body as `model`; multipart fields of list type may repeat, e.g. `-F labels=cat -F labels=dog`."""
+    """Read the body as `model`; multipart fields of list type may repeat, e.g. `-F labels=cat -F labels=dog`.
+
+    JSON bodies are validated in pydantic's strict mode, so a value of the wrong JSON type is a 422.
+    """
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         data = await _multipart_fields(request, model, settings)
@@ -56,8 +59,11 @@ async def parse_body(request: Request, model: type[Model], settings: Settings) -
             "unsupported_media_type",
             f"content type {content_type[:80]!r} is not supported; send application/json or multipart/form-data.",
         )
+    # JSON has typed values, so validate strictly: "0.5" or true is not an alpha. Multipart fields
+    # arrive as strings and must be parsed, so they keep pydantic's lax mode.
+    strict = not content_type.startswith("multipart/form-data")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as error:
         raise APIError(422, "invalid_request", _describe(error)) from error
 

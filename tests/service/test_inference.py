@@ -6,6 +6,7 @@ import base64
 from concurrent.futures import ThreadPoolExecutor
 
 import open_clip
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -152,6 +153,28 @@ def test_alpha_out_of_range_rejected(client):
     )
     assert response.status_code == 422
     assert "alpha" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("alpha", ["0.5", True, [0.5]])
+def test_alpha_wrong_json_type_rejected(client, alpha):
+    response = client.post(
+        "/v1/tenants/acme/embed", headers=auth("acme"), json={"texts": ["x"], "alpha": alpha}
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert "alpha" in error["message"]
+
+
+def test_alpha_multipart_string_accepted(client):
+    response = client.post(
+        "/v1/tenants/acme/classify",
+        headers=auth("acme"),
+        files=[("images", ("x.png", png_bytes()))],
+        data={"alpha": "0.25"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["alpha"] == 0.25
 
 
 def test_queue_full_returns_429(store, backbone_file):
