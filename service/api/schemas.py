@@ -46,7 +46,11 @@ class StrictModel(BaseModel):
 
 class ClassifyRequest(StrictModel):
     images: list[ImageBytes] = Field(..., min_length=1, description="images to classify")
-    labels: list[str] | None = Field(None, description="label names; default: the tenant adapter's labels")
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="label names; default: the tenant adapter's labels. At most RADAPTER_MAX_TEXTS.",
+    )
     top_k: int = Field(5, ge=1, le=1000, description="labels returned per image")
     alpha: Alpha = None
 

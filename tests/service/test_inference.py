@@ -115,6 +115,17 @@ def test_classify_with_request_labels_and_top_k(client):
     assert {s["label"] for s in scores} <= {"red", "green", "blue"}
 
 
+def test_classify_empty_labels_rejected(client):
+    image = b64(png_bytes())
+    response = client.post(
+        "/v1/tenants/acme/classify", headers=auth("acme"), json={"images": [image], "labels": []}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert "labels" in error["message"]
+
+
 def test_classify_probabilities_match_merged_model(client, adapter_sources):
     image = png_bytes((120, 40, 200))
     response = client.post(
