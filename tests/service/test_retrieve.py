@@ -91,3 +91,14 @@ def test_gallery_rejects_bad_items(client):
     response = client.post("/v1/tenants/acme/gallery/items", headers=auth("acme"), json={"items": broken})
     assert response.status_code == 400
     assert client.get("/v1/tenants/acme/gallery/items", headers=auth("acme")).json()["items"] == []
+
+
+def test_empty_candidates_return_no_hits(client):
+    queries = {"query_text": "a red fox", "query_image": b64(png_bytes())}
+    for query_field, query in queries.items():
+        for candidate_field in ("candidate_texts", "candidate_images"):
+            response = retrieve(client, **{query_field: query, candidate_field: []})
+            case = f"{query_field} over empty {candidate_field}"
+            assert response.status_code == 200, f"{case}: {response.text}"
+            assert response.json()["hits"] == [], case
+            assert response.json()["source"] == "candidates", case

@@ -52,7 +52,9 @@ async def retrieve(
 
     ids: list[str] | None = None
     metadata: list[dict] | None = None
-    if body.candidate_texts is not None:
+    if body.candidate_texts == [] or body.candidate_images == []:
+        candidates = query.new_empty((0, query.shape[-1]))  # an empty candidate list gives no hits
+    elif body.candidate_texts is not None:
         check_texts(body.candidate_texts, settings, "candidate_texts")
         candidates, _ = await encode_texts(state, variant, body.candidate_texts)
     elif body.candidate_images is not None:
