@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import open_clip
 import torch
@@ -132,7 +133,11 @@ def _rgb_array(image: Image.Image):
 
 
 def register_model_configs(settings: Settings) -> None:
-    """Add the configured model-config directories to open_clip and check the backbone name resolves."""
+    """Add the embedded and configured model configs to open_clip and check the backbone name resolves."""
+    from training import embedded
+
+    if settings.backbone_arch == embedded.ARCHITECTURE:
+        embedded.register()
     for directory in settings.model_config_dirs:
         open_clip.add_model_config(directory)
         logger.info("registered open_clip model configs from %s", directory)
@@ -145,7 +150,9 @@ def register_model_configs(settings: Settings) -> None:
 
 
 def require_backbone(settings: Settings) -> None:
-    """Raise ValueError naming the environment variable when the backbone is not configured."""
+    """Raise naming the environment variable or file when the backbone is not configured or missing."""
+    if settings.embedded_backbone:
+        _require_embedded_weights(settings)
     if not settings.backbone_arch:
         raise ValueError(
             "no backbone configured: set RADAPTER_BACKBONE_ARCH to an open_clip architecture "
@@ -155,4 +162,15 @@ def require_backbone(settings: Settings) -> None:
         raise ValueError(
             f"RADAPTER_BACKBONE_PRETRAINED is not set; give the pretrained tag or local weights file of "
             f"{settings.backbone_arch}, the weights your tenants' adapters were trained on."
+        )
+
+
+def _require_embedded_weights(settings: Settings) -> None:
+    weights = Path(settings.backbone_pretrained)
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"the embedded backbone's weights file {weights} does not exist. Either serve another "
+            "backbone by setting RADAPTER_BACKBONE_ARCH and RADAPTER_BACKBONE_PRETRAINED, or create the "
+            "weights: run `radapter pretrain` and copy the model.safetensors it writes under --out "
+            f"(default runs/pretrain) to {weights}."
         )

@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 from .api.routes import admin, classify, embed, gallery, health, retrieve, segment
 from .api.schemas import ClassifyRequest, EmbedRequest, RetrieveRequest, SegmentRequest
+from .demo import prepare_demo
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, install_request_middleware
@@ -24,8 +25,15 @@ DOCUMENTED_BODIES = (ClassifyRequest, EmbedRequest, RetrieveRequest, SegmentRequ
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the backbone loads in the lifespan, so building is cheap and never fails late."""
+    """Build the app; the backbone loads in the lifespan, so building is cheap and never fails late.
+
+    In demo mode, building also copies missing demo tenants into the store and fills in their keys,
+    so an invalid demo-tenant folder or keys file fails here, before the backbone loads.
+    """
     settings = settings or Settings()
+    demo = prepare_demo(settings)
+    if demo is not None:
+        settings = demo.settings
     metrics = Metrics()
 
     @asynccontextmanager

@@ -17,6 +17,8 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_VARIABLE = "RADAPTER_CONFIG_FILE"
+# Tenant adapters shipped with the service; each was trained on the embedded backbone.
+DEMO_TENANTS_DIR = Path(__file__).with_name("demo_tenants")
 MIN_KEY_LENGTH = 16
 PLACEHOLDER_KEYS = {"changeme", "changethis", "secret", "password", "admin", "test"}
 
@@ -30,11 +32,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RADAPTER_", extra="forbid", validate_default=True)
 
-    # NOTE: the backbone fields have no default until the project ships its embedded backbone; then
-    # they default to it. Until then `Backbone.load` rejects a missing value and names the variable.
-    backbone_arch: str | None = Field(None, description="open_clip architecture name, e.g. ViT-B-16")
+    backbone_arch: str | None = Field(
+        None,
+        description="open_clip architecture name, e.g. ViT-B-16; default: the embedded radapter-emoji-vit",
+    )
     backbone_pretrained: str | None = Field(
-        None, description="open_clip pretrained tag (e.g. openai) or a local weights file"
+        None,
+        description="open_clip pretrained tag (e.g. openai) or a local weights file; default for the "
+        "embedded architecture: its shipped weights file",
     )
     model_config_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -48,7 +53,9 @@ class Settings(BaseSettings):
         "float32", description="torch backend weight and activation dtype; half precision needs CUDA"
     )
     adapter_store: Path = Field(
-        Path("adapters"), description="root of <tenant>/<version>/ adapter directories"
+        default_factory=lambda: default_store_dir(),
+        description="root of <tenant>/<version>/ adapter directories; default $RADAPTER_CACHE/store, "
+        "or ~/.cache/radapter/store when RADAPTER_CACHE is unset",
     )
     onnx_cache_dir: Path | None = Field(
         None,
@@ -80,6 +87,16 @@ class Settings(BaseSettings):
         True,
         description="false opens tenant routes without a key (local demos only); admin routes always need one",
     )
+    demo_tenants: bool | None = Field(
+        None,
+        description="seed the adapter store with the shipped demo tenants at start and generate their "
+        "keys; default: on exactly when the backbone is the embedded default",
+    )
+    demo_tenants_dir: Path = Field(
+        default_factory=lambda: DEMO_TENANTS_DIR,
+        description="source of the demo tenants: <tenant>/<version>/ adapter directories and an "
+        "optional <tenant>/ACTIVE naming the version to serve",
+    )
     watch_interval_s: float = Field(
         0.0,
         ge=0,
@@ -105,6 +122,14 @@ class Settings(BaseSettings):
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("backbone_arch", "backbone_pretrained", mode="before")
+    @classmethod
+    def _empty_as_unset(cls, value: object) -> object:
+        # `RADAPTER_BACKBONE_ARCH=` in an env file or compose service means "not set", not a name.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("model_config_dirs", mode="before")
     @classmethod
@@ -135,7 +160,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_admin_key(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None:
-            _check_key_strength("RADAPTER_ADMIN_API_KEY", key)
+            check_key_strength("RADAPTER_ADMIN_API_KEY", key)
         return key
 
     @field_validator("tenant_api_keys")
@@ -149,8 +174,18 @@ class Settings(BaseSettings):
                 validate_tenant_id(tenant)
             except APIError as error:
                 raise ValueError(f"RADAPTER_TENANT_API_KEYS: {error.message}") from None
-            _check_key_strength(f"RADAPTER_TENANT_API_KEYS[{tenant!r}]", key)
+            check_key_strength(f"RADAPTER_TENANT_API_KEYS[{tenant!r}]", key)
         return keys
+
+    @model_validator(mode="after")
+    def _default_to_embedded_backbone(self) -> Settings:
+        from training import embedded
+
+        if self.backbone_arch is None:
+            self.backbone_arch = embedded.ARCHITECTURE
+        if self.backbone_arch == embedded.ARCHITECTURE and self.backbone_pretrained is None:
+            self.backbone_pretrained = str(embedded.WEIGHTS_PATH)
+        return self
 
     @model_validator(mode="after")
     def _check_precision(self) -> Settings:
@@ -166,12 +201,34 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def embedded_backbone(self) -> bool:
+        """Whether the backbone is the embedded architecture with its shipped weights."""
+        from training import embedded
+
+        if self.backbone_arch != embedded.ARCHITECTURE or self.backbone_pretrained is None:
+            return False
+        return Path(self.backbone_pretrained).resolve() == embedded.WEIGHTS_PATH.resolve()
+
+    @property
+    def demo_mode(self) -> bool:
+        """Whether demo tenants are seeded: the explicit setting, else on for the embedded backbone."""
+        return self.embedded_backbone if self.demo_tenants is None else self.demo_tenants
+
+    @property
     def onnx_dir(self) -> Path:
         """Directory for per-tenant ONNX exports."""
         return self.onnx_cache_dir or self.adapter_store / "_onnx"
 
 
-def _check_key_strength(variable: str, key: SecretStr) -> None:
+def default_store_dir() -> Path:
+    """Return `store` under the cache folder that `radapter data` also uses."""
+    from training.data.sources import default_cache_dir
+
+    return default_cache_dir() / "store"
+
+
+def check_key_strength(variable: str, key: SecretStr) -> None:
+    """Raise ValueError naming `variable` when the key is a known placeholder or too short."""
     value = key.get_secret_value()
     # The message names the variable but never echoes the key itself.
     if value.lower() in PLACEHOLDER_KEYS or len(value) < MIN_KEY_LENGTH:

@@ -9,12 +9,15 @@ from pydantic import ValidationError
 from service.main import create_app
 from service.settings import Settings
 from tests.service.conftest import TINY, auth, make_settings, png_bytes
+from training import embedded
 
 
 def test_settings_missing_backbone_names_variable(tmp_path, monkeypatch):
+    # Without RADAPTER_BACKBONE_ARCH the embedded backbone is served; its weights are absent here.
     monkeypatch.delenv("RADAPTER_BACKBONE_ARCH", raising=False)
-    app = create_app(Settings(adapter_store=tmp_path))
-    with pytest.raises(ValueError, match="RADAPTER_BACKBONE_ARCH"):
+    monkeypatch.setattr(embedded, "WEIGHTS_PATH", tmp_path / "absent.safetensors")
+    app = create_app(Settings(adapter_store=tmp_path, demo_tenants=False))
+    with pytest.raises(FileNotFoundError, match="RADAPTER_BACKBONE_ARCH"):
         with TestClient(app):
             pass
 
