@@ -9,7 +9,7 @@ import uuid
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import REQUEST_ID_HEADER, APIError
+from .errors import REQUEST_ID_HEADER
 from .metrics import Metrics
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -32,6 +32,7 @@ class BodyLimitMiddleware:
             await _send_json(send, 413, self._message(int(declared)))
             return
         received = 0
+        response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -39,15 +40,48 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise APIError(413, "payload_too_large", self._message(received))
+                    raise BodyTooLargeError(received)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except Exception as error:
+            # The error is raised inside the app's receive() call. BaseHTTPMiddleware runs the app in
+            # an anyio task group, which wraps it in an ExceptionGroup, so look inside groups too.
+            too_large = _find_body_too_large(error)
+            if too_large is None or response_started:
+                raise
+            await _send_json(send, 413, self._message(too_large.received))
 
     def _message(self, size: int) -> str:
         return (
             f"request body of {size} bytes exceeds the limit of {self.max_bytes} (RADAPTER_MAX_BODY_BYTES)."
         )
+
+
+class BodyTooLargeError(Exception):
+    """Raised from `receive()` when a streamed body passes the limit; turned into a 413 by the middleware."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"request body passed the limit after {received} bytes")
+        self.received = received
+
+
+def _find_body_too_large(error: BaseException) -> BodyTooLargeError | None:
+    if isinstance(error, BodyTooLargeError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _find_body_too_large(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _send_json(send: Send, status: int, message: str) -> None:

@@ -210,3 +210,24 @@ def test_decompression_bomb_rejected_from_header(client, side):
 def test_unsupported_format_415(client):
     data = encode(gradient(), "ICO")
     assert classify(client, data).status_code == 415
+
+
+def test_body_limit_413_for_chunked_body(store, backbone_file):
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+    from tests.service.conftest import make_settings
+
+    def chunks():
+        for _ in range(5):
+            yield b"\0" * 1000
+
+    settings = make_settings(store, backbone_file[0], max_body_bytes=2048)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        headers = {**auth("acme"), "Content-Type": "application/json"}
+        response = client.post("/v1/tenants/acme/embed", headers=headers, content=chunks())
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "payload_too_large"
+    assert "RADAPTER_MAX_BODY_BYTES" in error["message"]
