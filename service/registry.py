@@ -12,6 +12,7 @@ import torch
 
 from training.models import weights_sha256
 from training.radapter import AdapterMetadata, check_base_matches, load_adapter, merge_overlay
+from training.radapter.checkpoint import METADATA_NAME, WEIGHTS_NAME
 
 from .backbone import Backbone
 from .backends import Backend, VariantSpec
@@ -101,17 +102,25 @@ class TenantRegistry:
             except APIError as error:
                 logger.error("tenant %s not served: %s", tenant, error.message)
 
-    def load_directory(self, tenant: str, version: str, directory: Path) -> TenantAdapter:
-        """Read and validate an adapter directory against the backbone (blocking, run off the event loop)."""
+    def load_directory(
+        self, tenant: str, version: str, directory: Path, part_names: dict[str, str] | None = None
+    ) -> TenantAdapter:
+        """Read and validate an adapter directory against the backbone (blocking, run off the event loop).
+
+        `part_names` maps adapter file names to the upload parts they came from, so that errors about
+        an upload name the part the client sent instead of the staging file.
+        """
         try:
             tensors, metadata = load_adapter(directory)
         except FileNotFoundError as error:
+            message = _without_paths(error, directory, part_names)
             raise APIError(
-                404, "version_not_found", f"tenant {tenant!r} version {version!r}: {error}"
+                404, "version_not_found", f"tenant {tenant!r} version {version!r}: {message}"
             ) from error
         except ValueError as error:
+            message = _without_paths(error, directory, part_names)
             raise APIError(
-                400, "invalid_adapter", f"tenant {tenant!r} version {version!r}: {error}"
+                400, "invalid_adapter", f"tenant {tenant!r} version {version!r}: {message}"
             ) from error
         try:
             check_base_matches(metadata, self.backbone.arch, self.backbone.sha256)
@@ -290,6 +299,15 @@ class TenantRegistry:
             await self._activate_locked(tenant, version, write_pointer=False, preloaded=None)
         except APIError as error:
             logger.error("watcher could not activate %s version %s: %s", tenant, version, error.message)
+
+
+def _without_paths(error: Exception, directory: Path, part_names: dict[str, str] | None) -> str:
+    # load_adapter names files by their full path, which would show clients the server's layout.
+    message = str(error)
+    for name in (WEIGHTS_NAME, METADATA_NAME):
+        label = f"the uploaded {part_names[name]!r} part" if part_names and name in part_names else name
+        message = message.replace(str(directory / name), label)
+    return message.replace(str(directory), "the adapter directory")
 
 
 def head_from_prompt_embeddings(embeddings: torch.Tensor, num_labels: int) -> torch.Tensor:

@@ -71,6 +71,24 @@ def test_corrupt_upload_rejected(client, adapter_sources):
     assert classify_version(client) == "v1"
 
 
+def test_upload_errors_name_part_not_path(client, adapter_sources, store):
+    good = adapter_sources["acme-v1"]
+    cases = {
+        "weights": (b"\x80\x04pickle-bytes-not-safetensors", (good / "adapter.json").read_bytes()),
+        "metadata": ((good / "adapter.safetensors").read_bytes(), b"{not json"),
+    }
+    for part, (weights, metadata) in cases.items():
+        files = {"weights": ("adapter.safetensors", weights), "metadata": ("adapter.json", metadata)}
+        response = client.put(
+            "/v1/admin/tenants/acme/adapter", headers=ADMIN, files=files, data={"version": "v3"}
+        )
+        assert response.status_code == 400, response.text
+        message = response.json()["error"]["message"]
+        assert f"'{part}'" in message
+        assert ".incoming" not in message
+        assert str(store) not in message
+
+
 def test_non_finite_adapter_rejected(client, adapter_sources, tmp_path):
     from safetensors.torch import load_file, save_file
 

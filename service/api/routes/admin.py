@@ -77,7 +77,8 @@ async def put_adapter(
     try:
         (staging / WEIGHTS_NAME).write_bytes(await weights.read())
         (staging / METADATA_NAME).write_bytes(await metadata.read())
-        adapter = await asyncio.to_thread(state.registry.load_directory, tenant, version, staging)
+        part_names = {WEIGHTS_NAME: "weights", METADATA_NAME: "metadata"}
+        adapter = await asyncio.to_thread(state.registry.load_directory, tenant, version, staging, part_names)
         state.store.commit_version(tenant, version, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
