@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .backbone import require_backbone
-    from .demo import prepare_demo
     from .main import create_app
     from .settings import Settings
 
@@ -46,14 +45,13 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise ValueError(f"invalid settings: {error}") from error
     require_backbone(settings)
-    demo = prepare_demo(settings)
-    if demo is not None:
-        settings = demo.settings
-        print(demo_instructions(demo, _client_url(args.host, args.port)), flush=True)
+    app = create_app(settings)
+    if app.state.demo is not None:
+        print(demo_instructions(app.state.demo, _client_url(args.host, args.port)), flush=True)
     # The CLI keeps third-party loggers at WARNING; uvicorn's start, stop and access lines are the
     # server's own record, so they stay at INFO.
     logging.getLogger("uvicorn").setLevel(logging.INFO)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
     return 0
 
 

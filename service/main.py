@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.demo = demo
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)
