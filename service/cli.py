@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as error:
-        raise ValueError(f"invalid settings: {error}") from error
+        raise ValueError(describe_settings_error(error)) from error
     require_backbone(settings)
     app = create_app(settings)
     if app.state.demo is not None:
@@ -94,6 +94,19 @@ def demo_curl(tenant: DemoTenant, keys_file: Path, image: Path, base_url: str) -
         parts += ["--form-string", shlex.quote(value)]
     parts.append(f"{base_url}/v1/tenants/{tenant.name}/{route}")
     return " ".join(parts)
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """List each invalid setting by its environment variable, without the values.
+
+    pydantic's own rendering quotes the input, which for settings means API keys.
+    """
+    lines = []
+    for item in error.errors(include_input=False, include_url=False, include_context=False):
+        field = ".".join(str(part) for part in item["loc"]) or "settings"
+        variable = f"RADAPTER_{field.split('.')[0].upper()}"
+        lines.append(f"{variable}: {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
 
 
 def _client_url(host: str, port: int) -> str:

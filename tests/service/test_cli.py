@@ -19,3 +19,21 @@ def test_serve_rejects_missing_config_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RADAPTER_CONFIG_FILE", "")  # so the value `run` sets is undone afterwards
     assert main(["serve", "--config", str(tmp_path / "absent.toml")]) == 2
     assert "RADAPTER_CONFIG_FILE" in capsys.readouterr().err
+
+
+def test_serve_settings_errors_never_print_keys(monkeypatch, capsys):
+    # pydantic's default message quotes the input; for settings that input is API keys.
+    secret = "acme-REAL-SECRET-0123456789"
+    monkeypatch.setenv("RADAPTER_CONFIG_FILE", "")
+    monkeypatch.setenv("RADAPTER_ADMIN_API_KEY", "Sh0rtS3cret!")
+    monkeypatch.setenv(
+        "RADAPTER_TENANT_API_KEYS", f'{{"acme": "{secret}", "../x": "other-REAL-SECRET-0123456789"}}'
+    )
+    monkeypatch.setenv("RADAPTER_PRECISION", "float16")
+
+    assert main(["serve", "--port", "0"]) == 2
+
+    error = capsys.readouterr().err
+    assert "RADAPTER_ADMIN_API_KEY" in error
+    for fragment in ("Sh0rtS3cret", "REAL-SECRET", "0123456789"):
+        assert fragment not in error
