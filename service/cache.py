@@ -85,6 +85,33 @@ class VariantCache:
                 )
             self.metrics.cache_bytes.set(self._bytes)
 
+    def keys(self, tenant: str) -> list[VariantKey]:
+        """List the cached keys of `tenant`, least recently used first."""
+        with self._lock:
+            return [key for key in self._entries if key[0] == tenant]
+
+    def trim(self, tenant: str, version: str, max_variants: int, keep_alpha: float) -> list[Variant]:
+        """Evict the tenant version's least recently used variants other than `keep_alpha` until at
+        most `max_variants` of them remain; return the evicted variants."""
+        evicted = []
+        with self._lock:
+            keys = [key for key in self._entries if key[:2] == (tenant, version) and key[2] != keep_alpha]
+            for key in keys[: max(0, len(keys) - max_variants)]:
+                variant = self._entries.pop(key)
+                self._bytes -= variant.nbytes
+                evicted.append(variant)
+                self.metrics.cache_evictions.labels(tenant=tenant).inc()
+            self.metrics.cache_bytes.set(self._bytes)
+        for variant in evicted:
+            logger.info(
+                "evicted overlay %s/%s alpha=%s: over %d request-alpha variants per tenant",
+                tenant,
+                version,
+                variant.alpha,
+                max_variants,
+            )
+        return evicted
+
     def drop(self, tenant: str, keep_version: str | None = None) -> int:
         """Remove every variant of `tenant` except those of `keep_version`; return how many went."""
         with self._lock:

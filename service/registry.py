@@ -25,6 +25,18 @@ from .worker import InferenceWorker
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = ["a photo of a {}."]
+# A request alpha is rounded to this many decimals (steps of 0.01) before it keys a variant, so that
+# near-equal floats share one merge, one cache entry and one ONNX export directory.
+ALPHA_DECIMALS = 2
+# Maximum number of variants at request alphas (the version's default alpha not counted) that one
+# tenant keeps cached, or prepares at once, so that one tenant cannot fill the cache or the disk.
+# NOTE: a module constant until it becomes a setting.
+MAX_REQUEST_ALPHA_VARIANTS = 4
+
+
+def quantize_alpha(alpha: float) -> float:
+    """Round a request alpha to the 0.01 grid; -0.0 becomes 0.0."""
+    return round(float(alpha), ALPHA_DECIMALS) + 0.0
 
 
 @dataclass(eq=False)
@@ -187,20 +199,43 @@ class TenantRegistry:
         belongs to the version that was active when the request asked.
         """
         adapter = self.get(tenant)
-        alpha = adapter.default_alpha if alpha is None else float(alpha)
+        alpha = adapter.default_alpha if alpha is None else quantize_alpha(alpha)
         key = (tenant, adapter.version, alpha)
         variant = self.cache.get(key)
         if variant is not None:
             return variant
         pending = self._building.get(key)
         if pending is None:
+            if alpha != adapter.default_alpha:
+                self._check_request_alpha_builds(adapter)
             pending = asyncio.ensure_future(self._build_variant(adapter, alpha))
             self._building[key] = pending
             pending.add_done_callback(lambda _: self._building.pop(key, None))
         variant = await asyncio.shield(pending)
         if self._active.get(tenant) is adapter:  # never cache a version that was swapped out meanwhile
             self.cache.put(variant)
+            evicted = self.cache.trim(
+                tenant, adapter.version, MAX_REQUEST_ALPHA_VARIANTS, keep_alpha=adapter.default_alpha
+            )
+            for old in evicted:
+                await asyncio.to_thread(self.backend.discard, old.handle)
         return variant
+
+    def _check_request_alpha_builds(self, adapter: TenantAdapter) -> None:
+        """Raise 429 when the tenant already prepares the maximum number of request-alpha variants."""
+        building = [
+            key[2]
+            for key in self._building
+            if key[:2] == (adapter.tenant, adapter.version) and key[2] != adapter.default_alpha
+        ]
+        if len(building) >= MAX_REQUEST_ALPHA_VARIANTS:
+            raise APIError(
+                429,
+                "too_many_alpha_variants",
+                f"tenant {adapter.tenant!r} is already preparing variants at alphas {sorted(building)}, "
+                f"the maximum of {MAX_REQUEST_ALPHA_VARIANTS}; retry shortly or use one of those alphas.",
+                headers={"Retry-After": "1"},
+            )
 
     async def _build_variant(self, adapter: TenantAdapter, alpha: float) -> Variant:
         overlay = await asyncio.to_thread(self._merge, adapter, alpha)

@@ -46,5 +46,8 @@ class Backend(Protocol):
     def encode_dense(self, handle: object, pixels: torch.Tensor) -> torch.Tensor:
         """Return L2-normalised patch embeddings `(B, grid_h, grid_w, D)` float32 on CPU."""
 
+    def discard(self, handle: object) -> None:
+        """Delete what a variant evicted for good keeps outside memory (an export on disk), if anything."""
+
     def handle_nbytes(self, handle: object) -> int:
         """Return the memory a handle holds, in bytes, for the overlay cache's bound."""

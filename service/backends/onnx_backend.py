@@ -213,6 +213,11 @@ class OnnxBackend:
             self.provider = used
         return session
 
+    def discard(self, handle: OnnxHandle) -> None:
+        """Delete the variant's export directory; open sessions keep their weights in memory."""
+        shutil.rmtree(handle.directory, ignore_errors=True)
+        logger.info("deleted ONNX export %s", handle.directory)
+
     def handle_nbytes(self, handle: OnnxHandle) -> int:
         return handle.nbytes
 

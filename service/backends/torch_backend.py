@@ -63,6 +63,9 @@ class TorchBackend:
         device, dtype = self.backbone.device, self.backbone.dtype
         return {PREFIX + name: tensor.to(device=device, dtype=dtype) for name, tensor in overlay.items()}
 
+    def discard(self, handle: dict[str, torch.Tensor]) -> None:
+        """Do nothing: an overlay lives only in memory and goes with its last reference."""
+
     def handle_nbytes(self, handle: dict[str, torch.Tensor]) -> int:
         return sum(tensor.numel() * tensor.element_size() for tensor in handle.values())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import open_clip
@@ -186,6 +187,34 @@ def test_alpha_multipart_string_accepted(client):
     )
     assert response.status_code == 200, response.text
     assert response.json()["alpha"] == 0.25
+
+
+def test_alpha_quantized_to_grid(client):
+    first = embed(client, "acme", texts=["a red fox"], alpha=0.31)
+    second = embed(client, "acme", texts=["a red fox"], alpha=0.3100001)
+    negative_zero = embed(client, "acme", texts=["a red fox"], alpha=-0.0)
+    assert first["alpha"] == 0.31
+    assert second["alpha"] == 0.31
+    assert second["text_embeddings"] == first["text_embeddings"]
+    assert math.copysign(1.0, negative_zero["alpha"]) == 1.0
+
+    cache = client.app.state.service.cache
+    assert sorted(key[2] for key in cache.keys("acme")) == [0.0, 0.31, 0.5]
+
+
+def test_request_alpha_variants_bounded_per_tenant(client):
+    from service.registry import MAX_REQUEST_ALPHA_VARIANTS
+
+    embed(client, "globex", texts=["x"])
+    alphas = [round(0.1 + 0.05 * i, 2) for i in range(MAX_REQUEST_ALPHA_VARIANTS + 3)]
+    for alpha in alphas:
+        assert embed(client, "acme", texts=["x"], alpha=alpha)["alpha"] == alpha
+
+    cache = client.app.state.service.cache
+    acme_alphas = [key[2] for key in cache.keys("acme")]
+    assert 0.5 in acme_alphas  # the default alpha's variant is never trimmed
+    assert sorted(alpha for alpha in acme_alphas if alpha != 0.5) == alphas[-MAX_REQUEST_ALPHA_VARIANTS:]
+    assert cache.keys("globex") == [("globex", "v1", 0.8)]
 
 
 def test_queue_full_returns_429(store, backbone_file):

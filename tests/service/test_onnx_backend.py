@@ -143,6 +143,18 @@ def test_onnx_export_dir_depends_on_adapter_content(acme_store, backbone_file, t
     assert backend.export_dir(spec).is_relative_to(tmp_path / backbone_file[1])
 
 
+def test_onnx_discard_deletes_export(acme_store, backbone_file, tmp_path):
+    settings = make_settings(acme_store, backbone_file[0], backend="onnxruntime", onnx_cache_dir=tmp_path)
+    backend = onnx_backend.OnnxBackend(Backbone.load(settings), settings)
+    directory = backend.export_dir(VariantSpec("acme", "v1", 0.25, "a" * 64))
+    directory.mkdir(parents=True)
+    (directory / "image_encoder.onnx").write_bytes(b"onnx")
+    handle = onnx_backend.OnnxHandle(directory, None, None, {}, 4)
+
+    backend.discard(handle)
+    assert not directory.exists()
+
+
 def test_session_providers_choice():
     assert session_providers("cpu", [CUDA_PROVIDER, CPU_PROVIDER]) == [CPU_PROVIDER]
     assert session_providers("cuda", [CPU_PROVIDER]) == [CPU_PROVIDER]
