@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 import uuid
 
@@ -10,6 +11,11 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import REQUEST_ID_HEADER
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # anyio depends on this backport on Python 3.10
+    from exceptiongroup import BaseExceptionGroup
 from .metrics import Metrics
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
