@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -12,6 +11,11 @@ from .errors import APIError
 
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF"}
 WHITE = (255, 255, 255)
+
+# Pillow's own bomb guard (a warning above Image.MAX_IMAGE_PIXELS, 89,478,485 by default in Pillow 13,
+# and an error above twice that) would cap RADAPTER_MAX_IMAGE_PIXELS and answer with its own message.
+# `_open` checks the header size against the setting before any pixel is decoded, so the guard is off.
+Image.MAX_IMAGE_PIXELS = None
 
 
 def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
@@ -25,14 +29,10 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
         raise APIError(400, "invalid_image", f"image {index} is empty (0 bytes); send the file's content.")
     image = _open(data, index, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.seek(0)  # first frame of an animated GIF or WebP, first page of a TIFF
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise _too_many_pixels(index, image.size, max_pixels) from error
+        image.seek(0)  # first frame of an animated GIF or WebP, first page of a TIFF
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Truncated or corrupt pixel data surfaces here, after the header parsed fine.
         raise APIError(
@@ -49,9 +49,6 @@ def _open(data: bytes, index: int, max_pixels: int) -> Image.Image:
             "invalid_image",
             f"image {index} is not a decodable image; send JPEG, PNG, WebP, GIF, BMP or TIFF.",
         ) from error
-    except Image.DecompressionBombError as error:
-        # Pillow's own check (over twice Image.MAX_IMAGE_PIXELS) fires while parsing the header.
-        raise APIError(413, "image_too_large", f"image {index} is too large to decode: {error}") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise APIError(400, "invalid_image", f"image {index} has an invalid header: {error}") from error
     if image.format not in ALLOWED_FORMATS:
@@ -75,8 +72,8 @@ def _too_many_pixels(index: int, size: tuple[int, int], max_pixels: int) -> APIE
     return APIError(
         413,
         "image_too_large",
-        f"image {index} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}; "
-        "downscale it before sending.",
+        f"image {index} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+        "(RADAPTER_MAX_IMAGE_PIXELS); downscale it before sending.",
     )
 
 

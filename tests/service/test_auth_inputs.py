@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from service.errors import APIError
 from service.images import decode_image
 from tests.service.conftest import TENANT_KEYS, auth, png_bytes
 
@@ -204,7 +206,21 @@ def png_header_only(width: int, height: int) -> bytes:
 def test_decompression_bomb_rejected_from_header(client, side):
     response = classify(client, png_header_only(side, side))
     assert response.status_code == 413
-    assert response.json()["error"]["code"] == "image_too_large"
+    error = response.json()["error"]
+    assert error["code"] == "image_too_large"
+    assert "RADAPTER_MAX_IMAGE_PIXELS" in error["message"]
+    assert "decompression bomb" not in error["message"].lower()
+
+
+def test_pixel_limit_above_pillow_default_applies():
+    # 100 M pixels is over Pillow's default bomb limit and under ours, so the header must pass and the
+    # missing pixel data be reported as truncated. Warnings are errors here because a server thread
+    # can run while another thread's catch_warnings has made them errors.
+    with warnings.catch_warnings(), pytest.raises(APIError) as raised:
+        warnings.simplefilter("error")
+        decode_image(png_header_only(10_000, 10_000), 0, 200_000_000)
+    assert raised.value.status == 400
+    assert raised.value.code == "invalid_image"
 
 
 def test_unsupported_format_415(client):
