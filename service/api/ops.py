@@ -9,7 +9,7 @@ from PIL import Image
 
 from ..cache import Variant
 from ..errors import APIError
-from ..images import decode_image
+from ..images import decode_images as decode_all
 from ..settings import Settings
 from ..state import ServiceState
 
@@ -34,8 +34,13 @@ def check_texts(texts: list[str], settings: Settings, field: str = "texts") -> N
             )
 
 
-async def decode_images(blobs: list[bytes], settings: Settings) -> list[Image.Image]:
-    """Decode request images in a thread, enforcing the per-request count and per-image pixel limits."""
+async def decode_images(
+    blobs: list[bytes], settings: Settings, min_side: int | None = None
+) -> list[Image.Image]:
+    """Decode request images in a thread, enforcing the count, per-image and per-request pixel limits.
+
+    With `min_side` (the model's input size) images may decode smaller, keeping that shorter side.
+    """
     if len(blobs) > settings.max_images:
         raise APIError(
             413,
@@ -43,10 +48,7 @@ async def decode_images(blobs: list[bytes], settings: Settings) -> list[Image.Im
             f"{len(blobs)} images sent, over the limit of {settings.max_images} (RADAPTER_MAX_IMAGES).",
         )
 
-    def decode_all() -> list[Image.Image]:
-        return [decode_image(blob, index, settings.max_image_pixels) for index, blob in enumerate(blobs)]
-
-    return await asyncio.to_thread(decode_all)
+    return await asyncio.to_thread(decode_all, blobs, settings.max_image_pixels, min_side)
 
 
 async def encode_images(state: ServiceState, variant: Variant, images: list[Image.Image]) -> torch.Tensor:
@@ -62,6 +64,11 @@ async def encode_texts(
     tokens = state.backbone.tokenize(texts)
     embeddings = await state.worker.submit("text", variant, tokens.ids)
     return embeddings, [index for index, cut in enumerate(tokens.truncated) if cut]
+
+
+def model_input_side(state: ServiceState) -> int:
+    """Return the larger side of the model's input, the smallest image size worth decoding."""
+    return max(state.backbone.image_size)
 
 
 def truncated_prompts(state: ServiceState, labels: list[str], templates: list[str]) -> list[int]:

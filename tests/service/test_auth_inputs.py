@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from service.errors import APIError
-from service.images import decode_image
+from service.images import MAX_REQUEST_PIXELS, decode_image
 from tests.service.conftest import TENANT_KEYS, auth, png_bytes
 
 
@@ -247,3 +247,24 @@ def test_body_limit_413_for_chunked_body(store, backbone_file):
     error = response.json()["error"]
     assert error["code"] == "payload_too_large"
     assert "RADAPTER_MAX_BODY_BYTES" in error["message"]
+
+
+def test_request_pixel_budget_413(client):
+    # Four 36 M pixel headers: each under the per-image limit, together over the per-request budget.
+    # The headers carry no pixel data, so a 413 shows the budget is checked before any decoding.
+    files = [("images", (f"{i}.png", png_header_only(6000, 6000))) for i in range(4)]
+    response = client.post("/v1/tenants/acme/classify", headers=auth("acme"), files=files)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "images_too_large"
+    assert str(MAX_REQUEST_PIXELS) in error["message"]
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+def test_large_image_decoded_reduced(format):
+    data = encode(gradient(size=(2000, 1500)), format)
+    image = decode_image(data, 0, 10**8, min_side=224)
+    assert min(image.size) >= 224
+    assert max(image.size) <= 1000
+    assert image.mode == "RGB"
+    assert decode_image(data, 0, 10**8).size == (2000, 1500)

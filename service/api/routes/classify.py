@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from ...errors import ERROR_RESPONSES, APIError
 from ..deps import SettingsDep, StateDep, TenantDep
 from ..inputs import openapi_body, parse_body
-from ..ops import check_texts, decode_images, encode_images, truncated_prompts
+from ..ops import check_texts, decode_images, encode_images, model_input_side, truncated_prompts
 from ..schemas import ClassifyRequest, ClassifyResponse, LabelScore
 
 router = APIRouter(tags=["inference"])
@@ -33,7 +33,7 @@ async def classify(
     body = await parse_body(request, ClassifyRequest, settings)
     if body.labels is not None:
         check_texts(body.labels, settings, "labels")
-    images = await decode_images(body.images, settings)
+    images = await decode_images(body.images, settings, model_input_side(state))
     variant = await state.registry.variant(tenant, body.alpha)
 
     if body.labels is not None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from ...errors import ERROR_RESPONSES, APIError
 from ..deps import SettingsDep, StateDep, TenantDep
 from ..inputs import openapi_body, parse_body
-from ..ops import check_texts, decode_images, encode_images, encode_texts
+from ..ops import check_texts, decode_images, encode_images, encode_texts, model_input_side
 from ..schemas import EmbedRequest, EmbedResponse
 
 router = APIRouter(tags=["inference"])
@@ -29,7 +29,7 @@ async def embed(tenant: TenantDep, request: Request, state: StateDep, settings: 
     if not body.images and not body.texts:
         raise APIError(400, "empty_request", "send at least one entry in images or texts.")
     check_texts(body.texts, settings)
-    images = await decode_images(body.images, settings)
+    images = await decode_images(body.images, settings, model_input_side(state))
     variant = await state.registry.variant(tenant, body.alpha)
 
     image_rows, text_rows, truncated = [], [], []

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from ...errors import ERROR_RESPONSES, APIError
 from ...images import decode_image
 from ..deps import SettingsDep, StateDep, TenantDep
-from ..ops import check_texts
+from ..ops import check_texts, model_input_side
 from ..schemas import GalleryAddRequest, GalleryItemOut, GalleryList
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/gallery", tags=["gallery"], responses=ERROR_RESPONSES)
@@ -48,7 +48,9 @@ async def add_items(
         if item.text is not None:
             check_texts([item.text], settings, f"items[{index}].text")
         else:
-            await asyncio.to_thread(decode_image, item.image, index, settings.max_image_pixels)
+            await asyncio.to_thread(
+                decode_image, item.image, index, settings.max_image_pixels, model_input_side(state)
+            )
             images[record["id"]] = item.image
         records.append(record)
 

@@ -13,7 +13,7 @@ from ...images import decode_image
 from ...state import ServiceState
 from ..deps import SettingsDep, StateDep, TenantDep
 from ..inputs import openapi_body, parse_body
-from ..ops import check_texts, decode_images, encode_images, encode_texts
+from ..ops import check_texts, decode_images, encode_images, encode_texts, model_input_side
 from ..schemas import RetrieveHit, RetrieveRequest, RetrieveResponse
 
 router = APIRouter(tags=["inference"])
@@ -48,7 +48,8 @@ async def retrieve(
         check_texts([body.query_text], settings, "query_text")
         query, truncated = await encode_texts(state, variant, [body.query_text])
     else:
-        query = await encode_images(state, variant, await decode_images([body.query_image], settings))
+        images = await decode_images([body.query_image], settings, model_input_side(state))
+        query = await encode_images(state, variant, images)
 
     ids: list[str] | None = None
     metadata: list[dict] | None = None
@@ -58,7 +59,8 @@ async def retrieve(
         check_texts(body.candidate_texts, settings, "candidate_texts")
         candidates, _ = await encode_texts(state, variant, body.candidate_texts)
     elif body.candidate_images is not None:
-        candidates = await encode_images(state, variant, await decode_images(body.candidate_images, settings))
+        images = await decode_images(body.candidate_images, settings, model_input_side(state))
+        candidates = await encode_images(state, variant, images)
     else:
         ids, metadata, candidates = await gallery_embeddings(state, variant, settings.max_image_pixels)
 
@@ -91,6 +93,7 @@ async def gallery_embeddings(state: ServiceState, variant: Variant, max_pixels: 
             404, "gallery_empty", f"tenant {variant.tenant!r} has no gallery items; add some first."
         )
     ids = [item["id"] for item in items]
+    min_side = model_input_side(state)
     stored = state.galleries.load_embeddings(variant.tenant, variant.version, variant.alpha, ids)
     if stored is not None:
         return ids, [item["metadata"] for item in items], stored
@@ -106,7 +109,9 @@ async def gallery_embeddings(state: ServiceState, variant: Variant, max_pixels: 
         chunk = image_positions[start : start + 64]
         images = await asyncio.to_thread(
             lambda chunk=chunk: [
-                decode_image(state.galleries.image_bytes(variant.tenant, items[i]["id"]), i, max_pixels)
+                decode_image(
+                    state.galleries.image_bytes(variant.tenant, items[i]["id"]), i, max_pixels, min_side
+                )
                 for i in chunk
             ]
         )
