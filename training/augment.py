@@ -21,13 +21,13 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 class AugmentConfig:
     """Probabilities and ranges of the batch augmentations; all zero gives a plain resize."""
 
-    min_scale: float = 0.55  # smallest crop side as a fraction of the image side
-    max_rotation: float = 15.0  # degrees
+    min_scale: float = 0.8  # smallest crop side as a fraction of the image side
+    max_rotation: float = 5.0  # degrees
     flip_prob: float = 0.5
     jitter: float = 0.3  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]
-    grayscale_prob: float = 0.1
-    line_art_prob: float = 0.15
-    silhouette_prob: float = 0.1
+    grayscale_prob: float = 0.05
+    line_art_prob: float = 0.075
+    silhouette_prob: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_scale <= 1.0:

@@ -60,8 +60,8 @@ class PretrainConfig:
     out_dir: Path
     model: str = "radapter-emoji-vit"
     teacher: str = MINILM
-    image_epochs: float = 20.0  # epochs over the images (stage "image", or the joint stage)
-    text_epochs: float = 30.0  # epochs over the distillation texts (stage "text")
+    image_epochs: float = 15.0  # epochs over the images (stage "image", or the joint stage)
+    text_epochs: float = 10.0  # epochs over the distillation texts (stage "text")
     batch_size: int = 256  # images per step
     text_batch_size: int = 512  # texts per step of stage "text"
     lr: float = 1e-3
@@ -86,6 +86,15 @@ class PretrainConfig:
                 raise ValueError(
                     f"--{name.replace('_', '-')} {getattr(self, name)!r} is invalid; it must be positive."
                 )
+        if self.eval_every_epochs < 0:
+            raise ValueError(
+                f"--eval-every {self.eval_every_epochs!r} is invalid; pass 0 (off) or a positive number."
+            )
+        if self.checkpoint_every < 1 or (self.max_steps is not None and self.max_steps < 1):
+            raise ValueError(
+                f"--checkpoint-every {self.checkpoint_every!r} and --max-steps {self.max_steps!r} "
+                "are invalid; both must be 1 or more."
+            )
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"--warmup-fraction {self.warmup_fraction!r} is invalid; it must lie in [0, 1).")
 
@@ -533,8 +542,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher", default=MINILM, choices=TEACHERS, help="frozen sentence-embedding teacher"
     )
-    parser.add_argument("--image-epochs", type=float, default=20.0, help="epochs over the pretraining images")
-    parser.add_argument("--text-epochs", type=float, default=30.0, help="epochs over the distillation texts")
+    parser.add_argument("--image-epochs", type=float, default=15.0, help="epochs over the pretraining images")
+    parser.add_argument("--text-epochs", type=float, default=10.0, help="epochs over the distillation texts")
     parser.add_argument("--batch-size", type=int, default=256, help="images per step")
     parser.add_argument("--text-batch-size", type=int, default=512, help="texts per step of the text stage")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate of the image stage")
@@ -552,6 +561,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of initialisation, batches and augmentation"
+    )
+    parser.add_argument(
+        "--min-scale", type=float, default=0.8, help="smallest random crop side, as a fraction"
+    )
+    parser.add_argument("--max-rotation", type=float, default=5.0, help="largest random rotation in degrees")
+    parser.add_argument(
+        "--style-prob",
+        type=float,
+        default=1.0,
+        help="multiplier on the greyscale, line-art and silhouette rates",
     )
     parser.add_argument(
         "--no-wordnet", action="store_true", help="skip the WordNet hypernym and gloss captions"

@@ -1,6 +1,6 @@
 """Sentence-embedding teacher for pretraining: all-MiniLM-L6-v2 embeddings of text, cached on disk.
 
-The teacher stands in for the text tower during image pretraining and is the regression target
+The teacher replaces the text tower during image pretraining and is the regression target
 when the open_clip text tower is distilled. It never ships: the embedded backbone is a stock
 open_clip `CLIP` whose text tower learned to reproduce these embeddings.
 """
@@ -87,12 +87,7 @@ class SentenceTeacher:
     def _encode(self, texts: list[str], batch_size: int) -> torch.Tensor:
         if not texts:
             return torch.zeros(0, MINILM_DIM)
-        # Sorting by length packs similar lengths into one batch, which is what costs time on CPU.
-        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        logger.info("embedding %d texts with %s", len(texts), self.name)
         with torch.inference_mode():
-            encoded = self.encoder.encode(
-                [texts[index] for index in order], batch_size=batch_size, convert_to_tensor=True
-            )
-        embeddings = torch.empty_like(encoded)
-        embeddings[torch.tensor(order)] = encoded
-        return F.normalize(embeddings.float().cpu(), dim=-1)
+            encoded = self.encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True)
+        return F.normalize(encoded.float().cpu(), dim=-1)

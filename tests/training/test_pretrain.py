@@ -156,6 +156,10 @@ def test_config_rejects_bad_values(tmp_path: Path) -> None:
         tiny_config(tmp_path, tmp_path, batch_size=0)
     with pytest.raises(ValueError, match="--precision 'fp16'"):
         tiny_config(tmp_path, tmp_path, precision="fp16")
+    with pytest.raises(ValueError, match="--eval-every -1.0"):
+        tiny_config(tmp_path, tmp_path, eval_every_epochs=-1.0)
+    with pytest.raises(ValueError, match="--max-steps 0"):
+        tiny_config(tmp_path, tmp_path, max_steps=0)
 
 
 def test_corpus_groups_captions_by_concept(data_dir: Path) -> None:

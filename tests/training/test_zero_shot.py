@@ -76,6 +76,6 @@ def test_retrieval_recall_keys(tmp_path: Path) -> None:
     manifest = _write_images(tmp_path, rows)
     recall = retrieval_recall(model, open_clip.get_tokenizer(TINY), preprocess, manifest, ks=(1, 5))
     assert set(recall) == {"image_to_text_R@1", "text_to_image_R@1", "image_to_text_R@5", "text_to_image_R@5"}
-    # With five images and five texts, recall@5 holds every match.
+    # With five images and five texts, every match is within the top 5.
     assert recall["image_to_text_R@5"] == 1.0
     assert recall["text_to_image_R@5"] == 1.0
