@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     for package in ("training", "service"):
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
-        from training.models import register_model_config_dirs  # imports torch, so not at the top
+        from training import embedded  # these import torch, so not at the top
+        from training.models import register_model_config_dirs
 
+        embedded.register()  # the project's own default backbone is always a known architecture
         register_model_config_dirs(os.environ.get("RADAPTER_MODEL_CONFIG_DIRS"))
         return module.run(args)
     except (ValueError, OSError) as error:
