@@ -222,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.zero_shot", description=main.__doc__)
     parser.add_argument("--model", default=embedded.ARCHITECTURE, help="open_clip architecture name")
-    parser.add_argument("--weights", type=Path, default=embedded.WEIGHTS_PATH, help="safetensors weights file")
-    parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "radapter" / "emoji-renditions")
+    parser.add_argument("--weights", type=Path, default=embedded.WEIGHTS_PATH, help="safetensors file")
+    default_data = Path.home() / ".cache" / "radapter" / "emoji-renditions"
+    parser.add_argument("--data", type=Path, default=default_data, help="folder `radapter data build` wrote")
     args = parser.parse_args(argv)
 
     embedded.register()
