@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 data=${1:-${RADAPTER_CACHE:-$HOME/.cache/radapter}/emoji-renditions}
 runs=${2:-runs/demo-tenants}
 weights=training/embedded/radapter-emoji-vit.safetensors
-# Short runs on a few hundred steps: an EMA momentum of 0.999 would keep the average close to the
+# Short runs of one to two hundred steps: an EMA momentum of 0.999 would keep the average close to the
 # zero-initialised adapters, so 0.99 averages over roughly the last 100 steps instead.
 common=(--method r-adapter --arch radapter-emoji-vit --pretrained "$weights" --data "$data"
         --seed 0 --ema-momentum 0.99 --warmup-steps 20 --batch-size 64)
 
-radapter train --task classification "${common[@]}" --epochs 20 --output "$runs/classify"
-radapter train --task retrieval "${common[@]}" --epochs 15 --output "$runs/retrieve"
-radapter train --task segmentation "${common[@]}" --epochs 2 --output "$runs/segment"
+radapter train --task classification "${common[@]}" --epochs 10 --output "$runs/classify"
+radapter train --task retrieval "${common[@]}" --epochs 8 --output "$runs/retrieve"
+radapter train --task segmentation "${common[@]}" --epochs 1 --output "$runs/segment"
 
 for pair in classify:classification retrieve:retrieval segment:segmentation; do
     name=${pair%%:*}
