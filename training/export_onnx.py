@@ -20,8 +20,8 @@ IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
 PARITY_FILE = "parity.json"
 DEFAULT_OPSET = 18
-# The newest opset that torch 2.14's exporter and ONNX Runtime 1.32 both handled for these encoders
-# (parity passed at 23, measured); opset 99 exported a graph ONNX Runtime rejected.
+# The newest opset that torch 2.14's exporter and ONNX Runtime 1.32 both handled for these encoders:
+# parity passed at 23 here. Opset 99 exported a graph that ONNX Runtime rejected.
 MAX_OPSET = 23
 PARITY_BATCH_SIZES = (1, 8, 33)
 # Float32 graphs reorder reductions differently from torch eager. On unit-norm embeddings of a

@@ -39,7 +39,7 @@ def register_model_config_dirs(value: str | None) -> list[Path]:
     """Register extra open_clip model-config directories with open_clip and return them.
 
     `value` has the form of the `RADAPTER_MODEL_CONFIG_DIRS` environment variable: a JSON list, or
-    paths separated by `os.pathsep`. Each directory holds `<architecture>.json` files.
+    paths separated by `os.pathsep`. Each directory contains `<architecture>.json` files.
     """
     if not value or not value.strip():
         return []

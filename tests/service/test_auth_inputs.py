@@ -166,7 +166,9 @@ def test_decode_conversions():
     assert decode_image(images["palette_transparent"], 0, 10**6).getpixel((5, 5)) == (255, 255, 255)
     assert decode_image(images["gray16"], 0, 10**6).getpixel((0, 0)) == (255, 255, 255)
     red = decode_image(images["cmyk_jpeg"], 0, 10**6).getpixel((10, 10))
-    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    assert red[0] > 200
+    assert red[1] < 60
+    assert red[2] < 60
     assert decode_image(images["cmyk_tiff"], 0, 10**6).getpixel((1, 1)) == (255, 255, 255)
     assert decode_image(images["gif_animated"], 0, 10**6).getpixel((1, 1)) == (255, 0, 0)  # first frame
 

@@ -44,7 +44,7 @@ def test_inject_adapters_fresh_adapters_are_identity(arch, rank, tiny_batch):
         )
 
 
-def test_inject_adapters_places_two_per_block_in_selected_towers(tiny_model):
+def test_inject_adapters_two_per_block(tiny_model):
     inject_adapters(tiny_model, RAdapterConfig(towers=("vision",)))
     names = [name for name, _ in iter_adapters(tiny_model)]
     assert names == [f"visual.transformer.resblocks.{i}.ls_{slot}" for i in range(2) for slot in (1, 2)]
@@ -62,7 +62,7 @@ def test_mark_only_adapters_trainable_freezes_everything_else(tiny_model):
 
 
 @pytest.mark.slow
-def test_mark_only_adapters_trainable_vit_b_16_full_rank_count():
+def test_trainable_count_vit_b_16_full_rank():
     model = open_clip.create_model("ViT-B-16")
     inject_adapters(model, RAdapterConfig())
     trainable, _ = mark_only_adapters_trainable(model)
@@ -154,7 +154,7 @@ def test_inject_adapters_follows_model_mode(tiny_model):
 
 
 @pytest.mark.slow
-def test_vit_b_16_train_step_updates_only_adapters_and_ema():
+def test_train_step_vit_b_16_updates_adapters():
     from training.losses import mpm_nce_loss
 
     torch.manual_seed(0)

@@ -40,8 +40,10 @@ def adapter_dir(tmp_path):
 
 def test_load_adapter_round_trips_tensors_and_metadata(adapter_dir):
     tensors, metadata = load_adapter(adapter_dir)
-    assert metadata.config.text_rank == 4 and metadata.config.vision_rank is None
-    assert metadata.labels == ["fox", "cat"] and metadata.training == {"steps": 3}
+    assert metadata.config.text_rank == 4
+    assert metadata.config.vision_rank is None
+    assert metadata.labels == ["fox", "cat"]
+    assert metadata.training == {"steps": 3}
     assert any(name.endswith("ls_1.up") for name in tensors)
     assert json.loads((adapter_dir / METADATA_NAME).read_text())["format_version"] == 1
 

@@ -25,7 +25,7 @@ def exported(tmp_path_factory):
     return model, export_encoders(model, directory)
 
 
-def test_export_encoders_writes_dynamic_batch_graphs_at_opset_17_or_newer(exported):
+def test_export_encoders_dynamic_batch_graphs(exported):
     _, paths = exported
     for path, input_name in ((paths["image"], "pixel_values"), (paths["text"], "input_ids")):
         graph = onnx.load(str(path))
@@ -35,14 +35,14 @@ def test_export_encoders_writes_dynamic_batch_graphs_at_opset_17_or_newer(export
         assert max(opset.version for opset in graph.opset_import if opset.domain in ("", "ai.onnx")) >= 17
 
 
-def test_parity_report_onnx_runtime_matches_torch_on_merged_model(exported):
+def test_parity_report_merged_model(exported):
     model, paths = exported
     report = parity_report(model, paths, open_clip.get_tokenizer(TINY))
     assert report["passed"], report
     assert sorted({row["batch_size"] for row in report["results"]}) == [1, 8, 33]
 
 
-def test_text_encoder_pools_end_of_text_token_in_onnx(exported):
+def test_text_encoder_onnx_eot_pooling(exported):
     # Captions of every length, including truncated ones, must pool at their own EOT position.
     model, paths = exported
     session = ort.InferenceSession(str(paths["text"]), providers=["CPUExecutionProvider"])

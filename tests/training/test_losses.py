@@ -40,7 +40,7 @@ def test_mpm_nce_loss_matches_hand_computed_case():
     torch.testing.assert_close(actual, expected)
 
 
-def test_mpm_nce_loss_single_label_batch_is_finite_and_uniform_over_positives():
+def test_mpm_nce_loss_single_label_batch():
     images = normalised([[1, 0], [0, 1], [1, 1]])
     labels = torch.zeros(3, dtype=torch.long)
     targets = soft_targets(labels, labels, label_smoothing=0.02)
@@ -51,7 +51,7 @@ def test_mpm_nce_loss_single_label_batch_is_finite_and_uniform_over_positives():
     assert loss.item() >= math.log(3) - 1e-9
 
 
-def test_mpm_nce_loss_equals_info_nce_when_labels_differ_and_no_smoothing():
+def test_mpm_nce_loss_reduces_to_info_nce():
     generator = torch.Generator().manual_seed(0)
     images = F.normalize(torch.randn(6, 8, generator=generator), dim=-1)
     texts = F.normalize(torch.randn(6, 8, generator=generator), dim=-1)
@@ -67,7 +67,7 @@ def test_soft_targets_rows_sum_to_one():
     torch.testing.assert_close(targets.sum(dim=1), torch.ones(6))
 
 
-def test_mpm_nce_loss_gradient_is_finite_for_single_label_batch():
+def test_mpm_nce_loss_single_label_gradient():
     images = F.normalize(torch.randn(4, 8), dim=-1).requires_grad_()
     loss = mpm_nce_loss(images, images.detach(), torch.ones(4, dtype=torch.long))
     loss.backward()

@@ -56,7 +56,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_mpm_nce_loss_two_gloo_processes_match_single_process(tmp_path):
+def test_mpm_nce_loss_two_processes(tmp_path):
     expected_loss, expected_plain, expected_grad = losses_and_gradients(*global_inputs())
 
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)

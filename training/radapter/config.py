@@ -10,7 +10,7 @@ TOWERS = ("vision", "text")
 
 @dataclass
 class RAdapterConfig:
-    """Where R-Adapters go, how large they are and how they behave in training and evaluation.
+    """Placement, size and training behaviour of R-Adapters.
 
     Defaults follow the R-Adapter paper's ViT-B/16 ImageNet recipe (Kim et al., ECCV 2024).
     """

@@ -17,8 +17,8 @@ class RAdapter(nn.Module):
     branch is multiplied by `alpha` (re-scaling), which equals WiSE-FT interpolation in weight space.
 
     The module it replaces (an `nn.Identity`, or a `LayerScale` when the model uses layer scale) is
-    kept as `base_layer` and applied after the adapter: the adapter then sits directly on the output of
-    `attn.out_proj` / `mlp.c_proj`, which is what makes the merge `W <- (I + alpha s F) W` exact.
+    kept as `base_layer` and applied after the adapter. The adapter then acts directly on the output
+    of `attn.out_proj` / `mlp.c_proj`, so the merge `W <- (I + alpha s F) W` is exact.
     """
 
     def __init__(
