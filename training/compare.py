@@ -20,6 +20,7 @@ from typing import Any
 from . import evaluate
 from .data.manifest import load_manifest
 from .finetune import TrainConfig, load_recipe, train
+from .finetune.checkpoint import changed_settings
 from .finetune.config import DEFAULT_TRAIN_SPLIT
 from .finetune.data import few_shot_indices
 from .finetune.outputs import SUMMARY_NAME
@@ -44,30 +45,38 @@ METHOD_RUNS = [
     Run("lora", "classification", {"method": "lora"}),
     Run("linear-probe", "classification", {"method": "linear-probe"}),
 ]
-# Each step adds one ingredient; the last step (label smoothing) is the `r-adapter` run itself.
-ABLATION_BASE = {
-    "drop_prob": 0.0,
-    "ema_momentum": 0.0,
-    "alpha": 1.0,
-    "loss": "info-nce",
-    "label_smoothing": 0.0,
+# The ablation ladder switches R-Adapter's ingredients on one at a time, in this order. Each entry gives
+# the settings that switch the ingredient off; switched on, it keeps the recipe's (or the shared) value.
+ABLATION_OFF = {
+    "Adapter Dropping": {"drop_prob": 0.0},
+    "EMA": {"ema_momentum": 0.0},
+    "re-scaling": {"alpha": 1.0},
+    "MPM-NCE": {"loss": "info-nce"},
+    "label smoothing": {"label_smoothing": 0.0},
 }
+ABLATION_NAMES = ["ablation-base", "ablation-drop", "ablation-ema", "ablation-rescale", "ablation-mpm-nce"]
+
+
+def ablation_overrides(enabled: int) -> dict[str, Any]:
+    """Return the settings that switch off every ingredient after the first `enabled` ones."""
+    overrides: dict[str, Any] = {}
+    for off in list(ABLATION_OFF.values())[enabled:]:
+        overrides.update(off)
+    return overrides
+
+
+# (row label, run name); the last step, + label smoothing, is the `r-adapter` run itself.
 ABLATION_STEPS = [
-    ("base adapter", "ablation-base", {}),
-    ("+ Adapter Dropping", "ablation-drop", {"drop_prob": 0.2}),
-    ("+ EMA", "ablation-ema", {"drop_prob": 0.2, "ema_momentum": 0.999}),
-    ("+ re-scaling", "ablation-rescale", {"drop_prob": 0.2, "ema_momentum": 0.999, "alpha": 0.5}),
-    (
-        "+ MPM-NCE",
-        "ablation-mpm-nce",
-        {"drop_prob": 0.2, "ema_momentum": 0.999, "alpha": 0.5, "loss": "mpm-nce"},
-    ),
+    ("base adapter" if enabled == 0 else f"+ {list(ABLATION_OFF)[enabled - 1]}", name)
+    for enabled, name in enumerate(ABLATION_NAMES)
 ]
 ABLATION_RUNS = [
-    Run(name, "classification", {**ABLATION_BASE, **changes}) for _, name, changes in ABLATION_STEPS
+    Run(name, "classification", ablation_overrides(enabled)) for enabled, name in enumerate(ABLATION_NAMES)
 ]
 FEW_SHOT = (4, 16)
-FEW_SHOT_RUNS = [Run(f"few-shot-{shots}", "few-shot", {"shots": shots}) for shots in FEW_SHOT]
+FEW_SHOT_RUNS = [Run(f"few-shot-{shots}", "few-shot", {"shots": shots}) for shots in FEW_SHOT] + [
+    Run(f"few-shot-{shots}-full-ft", "few-shot", {"shots": shots, "method": "full-ft"}) for shots in FEW_SHOT
+]
 SEGMENTATION_RUNS = [
     Run("segmentation-r-adapter", "segmentation"),
     Run("segmentation-full-ft", "segmentation", {"method": "full-ft"}),
@@ -83,11 +92,16 @@ SHARED_FIELDS = (
     "batch_size",
     "warmup_steps",
     "lr",
+    "ema_momentum",
     "seed",
     "precision",
     "limit",
     "num_workers",
 )
+# Full fine-tuning moves every weight of the image tower, so it gets its own, lower learning rate.
+DEFAULT_FULL_FT_LR = 1e-4
+# Settings a finished run may differ in and still be reused.
+REUSABLE_CHANGES = {"log_every", "checkpoint_every", "num_workers", "output"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,10 +118,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-retrieval", action="store_true", help="leave out the retrieval runs")
     parser.add_argument("--skip-segmentation", action="store_true", help="leave out the segmentation runs")
     for name in SHARED_FIELDS:
-        kind = {"precision": str, "lr": float}.get(name, int)
+        kind = {"precision": str, "lr": float, "ema_momentum": float}.get(name, int)
         parser.add_argument(
             "--" + name.replace("_", "-"), type=kind, help=f"override `{name}` in every run's recipe"
         )
+    parser.add_argument(
+        "--full-ft-lr",
+        type=float,
+        default=DEFAULT_FULL_FT_LR,
+        help=f"peak learning rate of full fine-tuning runs, instead of --lr (default {DEFAULT_FULL_FT_LR})",
+    )
+    parser.add_argument(
+        "--retrieval-epochs", type=int, help="epochs of the retrieval runs, instead of --epochs"
+    )
+    parser.add_argument(
+        "--segmentation-epochs", type=int, help="epochs of the segmentation runs, instead of --epochs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,7 +173,7 @@ def compare(args: argparse.Namespace) -> Path:
         "others": evaluate_runs(
             args, "others", ["lora", "linear-probe", *[run.name for run in ABLATION_RUNS]]
         ),
-        "few-shot": evaluate_runs(args, "few-shot", [run.name for run in FEW_SHOT_RUNS]),
+        "few-shot": evaluate_runs(args, "few-shot", [run.name for run in FEW_SHOT_RUNS], sweep=True),
     }
     for task, task_runs, skipped in (
         ("retrieval", RETRIEVAL_RUNS, args.skip_retrieval),
@@ -165,18 +191,41 @@ def compare(args: argparse.Namespace) -> Path:
 
 def train_once(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> dict[str, Any]:
     """Train `run` unless its folder contains a finished run; return the training summary."""
-    output = args.out / run.name
+    config = TrainConfig.from_dict(run_values(run, args, shared), source=f"comparison run {run.name!r}")
+    output = Path(config.output)
     if (output / SUMMARY_NAME).is_file():
+        changed = changed_settings(read_json(output / "config.json"), config, REUSABLE_CHANGES)
+        if changed:
+            raise ValueError(
+                f"{output} contains a finished run with different settings ({', '.join(changed[:5])}); "
+                "delete the folder or pass a new --out."
+            )
         logger.info("reusing the finished run %s", output)
-        return json.loads((output / SUMMARY_NAME).read_text(encoding="utf-8"))
+        return read_json(output / SUMMARY_NAME)
+    logger.info("training %s", output)
+    return train(config)
+
+
+def run_values(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings of `run`: its recipe, then the shared flags, then the run's own changes."""
     values = load_recipe(run.recipe)
-    values.update(run.overrides)
     values.update(shared)
-    values.update(arch=args.arch, pretrained=args.pretrained, data=str(args.data), output=str(output))
+    task_epochs = {"retrieval": args.retrieval_epochs, "segmentation": args.segmentation_epochs}
+    if task_epochs.get(values["task"]) is not None:
+        values["epochs"] = task_epochs[values["task"]]
+    values.update(run.overrides)
+    if values.get("method") == "full-ft":
+        values["lr"] = args.full_ft_lr
+    values.update(
+        arch=args.arch, pretrained=args.pretrained, data=str(args.data), output=str(args.out / run.name)
+    )
     if values.get("shots") is not None:
         fit_few_shot_batch(values, args.data)
-    logger.info("training %s", output)
-    return train(TrainConfig.from_dict(values, source=f"comparison run {run.name!r}"))
+    return values
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def fit_few_shot_batch(values: dict[str, Any], data: Path) -> None:
@@ -220,40 +269,94 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def sweep_row(evaluation: dict[str, Any], run: str) -> tuple[float, dict[str, Any]] | None:
+    """Return (alpha, metrics) of `run`'s alpha sweep at the alpha chosen on id-val, if it has one."""
+    best = evaluation["results"][run].get("best_alpha_on_id_val")
+    if best is None:
+        return None
+    return best, next(row for row in evaluation["alpha_sweep"][run] if row["alpha"] == best)
+
+
 def classification_rows(evaluations: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """Return (label, alpha, metrics) for the method table, WiSE-FT taken at its id-val alpha."""
+    """Return (label, alpha, metrics) for the method table; sweeps are taken at their id-val alpha."""
     main, others = evaluations["main"], evaluations["others"]
     rows = [("zero-shot", "-", main["results"]["zero-shot"])]
-    full_ft = main["results"]["full-ft"]
-    rows.append(("full fine-tuning", "1.0", full_ft))
-    best = full_ft.get("best_alpha_on_id_val")
-    if best is not None:
-        wise = next(row for row in main["alpha_sweep"]["full-ft"] if row["alpha"] == best)
-        rows.append(("WiSE-FT (alpha on id-val)", f"{best:.1f}", wise))
+    rows.append(("full fine-tuning", "1.0", main["results"]["full-ft"]))
+    wise = sweep_row(main, "full-ft")
+    if wise is not None:
+        rows.append(("WiSE-FT (alpha on id-val)", f"{wise[0]:.1f}", wise[1]))
     rows.append(("LoRA", "-", others["results"]["lora"]))
     rows.append(("linear probe", "-", others["results"]["linear-probe"]))
     rows.append(("R-Adapter", f"{main['results']['r-adapter']['alpha']:.1f}", main["results"]["r-adapter"]))
+    rescaled = sweep_row(main, "r-adapter")
+    if rescaled is not None:
+        rows.append(("R-Adapter (alpha on id-val)", f"{rescaled[0]:.1f}", rescaled[1]))
     return rows
 
 
-def classification_table(evaluations: dict[str, Any]) -> list[str]:
+def classification_table(evaluations: dict[str, Any], summaries: dict[str, dict[str, Any]]) -> list[str]:
     rows = classification_rows(evaluations)
+    trainable = {
+        "full fine-tuning": "full-ft",
+        "WiSE-FT (alpha on id-val)": "full-ft",
+        "LoRA": "lora",
+        "linear probe": "linear-probe",
+        "R-Adapter": "r-adapter",
+        "R-Adapter (alpha on id-val)": "r-adapter",
+    }
     shifts = [key for key in rows[0][2] if key.startswith(("ood-", "extra-")) and key != "ood-mean"]
     lines = [
-        "| method | alpha | ID | OOD mean | " + " | ".join(shifts) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(shifts),
+        "| method | trainable parameters | alpha | ID | OOD mean | " + " | ".join(shifts) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(shifts),
     ]
     for label, alpha, metrics in rows:
+        summary = summaries.get(trainable.get(label, ""))
+        count = f"{summary['trainable_parameters']:,}" if summary else "0"
         cells = [percent(metrics.get("id-test")), percent(metrics.get("ood-mean"))]
         cells += [percent(metrics.get(shift)) for shift in shifts]
-        lines.append(f"| {label} | {alpha} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {count} | {alpha} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def goals_table(evaluations: dict[str, Any]) -> list[str]:
+    """Check the three goals of the comparison on the R-Adapter row at the recipe's alpha."""
+    main = evaluations["main"]
+    adapter, full_ft = main["results"]["r-adapter"], main["results"]["full-ft"]
+    wise = sweep_row(main, "full-ft")
+    checks = [
+        (
+            "OOD mean above full fine-tuning's",
+            adapter["ood-mean"],
+            full_ft["ood-mean"],
+            adapter["ood-mean"] > full_ft["ood-mean"],
+        ),
+        (
+            "ID within 2 points of full fine-tuning's",
+            adapter["id-test"],
+            full_ft["id-test"],
+            adapter["id-test"] >= full_ft["id-test"] - 0.02,
+        ),
+    ]
+    if wise is not None:
+        checks.insert(
+            1,
+            (
+                "OOD mean at least WiSE-FT's",
+                adapter["ood-mean"],
+                wise[1]["ood-mean"],
+                adapter["ood-mean"] >= wise[1]["ood-mean"],
+            ),
+        )
+    lines = ["| goal | R-Adapter | reference | reached |", "|---|---:|---:|---|"]
+    for goal, value, reference, reached in checks:
+        lines.append(f"| {goal} | {percent(value)} | {percent(reference)} | {'yes' if reached else 'no'} |")
     return lines
 
 
 def ablation_table(evaluations: dict[str, Any]) -> list[str]:
     lines = ["| step | ID | OOD mean |", "|---|---:|---:|"]
     results = evaluations["others"]["results"]
-    for label, name, _ in ABLATION_STEPS:
+    for label, name in ABLATION_STEPS:
         lines.append(
             f"| {label} | {percent(results[name].get('id-test'))} "
             f"| {percent(results[name].get('ood-mean'))} |"
@@ -268,16 +371,25 @@ def ablation_table(evaluations: dict[str, Any]) -> list[str]:
 
 def few_shot_table(evaluations: dict[str, Any]) -> list[str]:
     zero_shot = evaluations["main"]["results"]["zero-shot"]
-    lines = ["| K (images per class) | method | ID | OOD mean |", "|---:|---|---:|---:|"]
+    few_shot = evaluations["few-shot"]
+    lines = ["| K (images per class) | method | alpha | ID | OOD mean |", "|---:|---|---:|---:|---:|"]
     lines.append(
-        f"| 0 | zero-shot | {percent(zero_shot.get('id-test'))} | {percent(zero_shot.get('ood-mean'))} |"
+        f"| 0 | zero-shot | - | {percent(zero_shot.get('id-test'))} | {percent(zero_shot.get('ood-mean'))} |"
     )
     for shots in FEW_SHOT:
-        metrics = evaluations["few-shot"]["results"][f"few-shot-{shots}"]
-        lines.append(
-            f"| {shots} | R-Adapter | {percent(metrics.get('id-test'))} "
-            f"| {percent(metrics.get('ood-mean'))} |"
-        )
+        adapter, full_ft = f"few-shot-{shots}", f"few-shot-{shots}-full-ft"
+        rows = [
+            ("R-Adapter", f"{few_shot['results'][adapter]['alpha']:.1f}", few_shot["results"][adapter]),
+            ("full fine-tuning", "1.0", few_shot["results"][full_ft]),
+        ]
+        wise = sweep_row(few_shot, full_ft)
+        if wise is not None:
+            rows.append(("WiSE-FT (alpha on id-val)", f"{wise[0]:.1f}", wise[1]))
+        for label, alpha, metrics in rows:
+            lines.append(
+                f"| {shots} | {label} | {alpha} | {percent(metrics.get('id-test'))} "
+                f"| {percent(metrics.get('ood-mean'))} |"
+            )
     return lines
 
 
@@ -338,7 +450,25 @@ def cost_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
             f"| {name} | {summary['trainable_parameters']:,} | {100 * share:.2f}% | {summary['steps']} | "
             f"{step_time} | {summary['peak_memory_mb']:.0f} | {summary['device']} |"
         )
+    adapter, full_ft = summaries.get("r-adapter"), summaries.get("full-ft")
+    if adapter and full_ft:
+        lines += [
+            "",
+            "R-Adapter relative to full fine-tuning (classification runs): "
+            + relative_cost(adapter, full_ft),
+        ]
     return lines
+
+
+def relative_cost(adapter: dict[str, Any], full_ft: dict[str, Any]) -> str:
+    """Describe the adapter run's trainable parameters, step time and peak memory as ratios to full-ft."""
+    parts = [
+        f"{adapter['trainable_parameters'] / full_ft['trainable_parameters']:.2f}x the trainable parameters"
+    ]
+    if adapter["mean_step_time_s"] and full_ft["mean_step_time_s"]:
+        parts.append(f"{adapter['mean_step_time_s'] / full_ft['mean_step_time_s']:.2f}x the step time")
+    parts.append(f"{adapter['peak_memory_mb'] / full_ft['peak_memory_mb']:.2f}x the peak memory")
+    return ", ".join(parts) + "."
 
 
 def render_report(
@@ -365,9 +495,19 @@ def render_report(
         "ID is top-1 (%) on id-test; OOD mean is the mean top-1 over the ood-* sets.",
         f"Zero-shot reaches ID {percent(identity)} and OOD {percent(ood)} on this data.",
         "",
+        "## Goals",
+        "",
+        "Goals of the comparison, checked on the R-Adapter row at the recipe's alpha; they are goals,",
+        "not guarantees, and a `no` is a result.",
+        "",
+        *goals_table(evaluations),
+        "",
         "## Classification",
         "",
-        *classification_table(evaluations),
+        "Trainable parameters count what the optimizer updates; zero-shot trains nothing. The second",
+        "R-Adapter row takes the re-scaling alpha chosen on id-val, as WiSE-FT's alpha is.",
+        "",
+        *classification_table(evaluations, summaries),
         "",
         f"Alpha sweep of R-Adapter re-scaling and WiSE-FT: `{sweep_files.get('table', '-')}`, "
         f"plot `{sweep_files.get('plot', '-')}`.",
@@ -380,6 +520,9 @@ def render_report(
         *ablation_table(evaluations),
         "",
         "## Few-shot classification",
+        "",
+        "K training images per class (seeded), the few-shot recipe: low-rank R-Adapter; full fine-tuning",
+        "and WiSE-FT train the image tower on the same images.",
         "",
         *few_shot_table(evaluations),
         "",
@@ -399,8 +542,8 @@ def render_report(
         "## Training cost",
         "",
         "Step time is the mean over steps after the first. Peak memory is the CUDA allocator's peak per",
-        "run on a GPU. On a CPU it is the driver process's resident-set peak so far, so it includes",
-        "earlier runs.",
+        "run on a GPU. On a CPU it is the process's resident-set high-water mark during the run, which",
+        "includes memory the process still held from earlier runs.",
         "",
         *cost_table(summaries),
         "",

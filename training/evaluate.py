@@ -30,7 +30,7 @@ from training.data.manifest import ManifestRecord, load_manifest
 from training.zero_shot import build_classifier, retrieval_recall, top1_accuracy
 
 from .finetune import sweep_report
-from .finetune.runtime import command_line, git_commit, peak_memory_mb
+from .finetune.runtime import command_line, git_commit, peak_memory_mb, reset_peak_memory
 from .finetune.segmentation import mean_iou, segmentation_class_names
 from .finetune.systems import SweepSystem, load_run_system, load_zero_shot_system
 
@@ -266,8 +266,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--limit {args.limit} is invalid; pass a positive number of rows.")
     start = time.perf_counter()
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     systems = [load_run_system(path, device) for path in args.run]
     task = args.task or (systems[0].config.task if systems else "classification")
     mismatched = [str(system.run_dir) for system in systems if system.config.task != task]

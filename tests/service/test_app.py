@@ -120,4 +120,3 @@ def test_store_tenant_with_bad_adapter_is_skipped(store, backbone_file, adapter_
     (store / "initech" / "ACTIVE").write_text("v1\n")
     with TestClient(create_app(make_settings(store, backbone_file[0]))) as client:
         assert client.get("/readyz").json()["tenants"] == 2
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -10,7 +11,18 @@ from helpers import TINY
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_weights  # noqa: E402, F401
 
-from training.compare import ABLATION_RUNS, fit_few_shot_batch, main  # noqa: E402
+from training.compare import (  # noqa: E402
+    ABLATION_RUNS,
+    ABLATION_STEPS,
+    METHOD_RUNS,
+    RETRIEVAL_RUNS,
+    add_arguments,
+    fit_few_shot_batch,
+    main,
+    run_values,
+    train_once,
+)
+from training.finetune import load_recipe  # noqa: E402
 
 
 def test_compare_writes_every_table(tmp_path):
@@ -55,15 +67,93 @@ def test_compare_writes_every_table(tmp_path):
     rows = [
         line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")
     ]
-    assert len(rows) == 6
+    assert len(rows) == 7
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert all(0.0 <= float(cell) <= 100.0 for cell in cells[2:]), row
+        assert all(0.0 <= float(cell) <= 100.0 for cell in cells[3:]), row
+    goals = text.split("## Goals")[1].split("##")[0]
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in goals.splitlines() if line.startswith("| ")]
+    assert len(verdicts) == 4  # the header and three goals
+    assert set(verdicts[1:]) <= {"yes", "no"}
+    assert "| 4 | WiSE-FT (alpha on id-val) |" in text
 
     # A second call reuses the finished runs instead of training again.
     mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
     assert main(argv) == 0
     assert (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime == mtime
+
+
+def test_compare_rejects_changed_finished_run(tmp_path, capsys):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    weights = write_tiny_weights(tmp_path / "base.safetensors")
+    common = [
+        "--data",
+        str(data),
+        "--arch",
+        TINY,
+        "--pretrained",
+        str(weights),
+        "--out",
+        str(tmp_path / "runs"),
+    ]
+    settings = ["--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32"]
+    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
+    train_once(METHOD_RUNS[0], parse(common), shared)
+    mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
+
+    assert main([*common, *settings, "--max-steps", "2", "--results", str(tmp_path / "R.md")]) == 2
+
+    error = capsys.readouterr().err
+    assert "r-adapter contains a finished run with different settings (max_steps: 1 -> 2)" in error
+    assert (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime == mtime
+    assert not (tmp_path / "R.md").exists()
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_ablation_switches_on_one_ingredient_per_step():
+    recipe = load_recipe("classification")
+    values = [{**recipe, **run.overrides} for run in ABLATION_RUNS]
+
+    assert [label for label, _ in ABLATION_STEPS][:2] == ["base adapter", "+ Adapter Dropping"]
+    assert values[0]["drop_prob"] == 0.0
+    assert values[0]["ema_momentum"] == 0.0
+    assert values[0]["alpha"] == 1.0
+    assert values[0]["loss"] == "info-nce"
+    assert values[0]["label_smoothing"] == 0.0
+    assert values[1]["drop_prob"] == recipe["drop_prob"]
+    assert values[2]["ema_momentum"] == recipe["ema_momentum"]
+    assert values[3]["alpha"] == recipe["alpha"]
+    assert "loss" not in ABLATION_RUNS[4].overrides
+    assert values[4]["label_smoothing"] == 0.0
+    # Each step differs from the one before in exactly one ingredient.
+    for before, after in zip(values, values[1:], strict=False):
+        assert len([key for key in {*before, *after} if after.get(key) != before.get(key)]) == 1
+
+
+def test_run_values_apply_shared_and_per_method_settings(tmp_path):
+    args = parse(
+        ["--data", str(tmp_path), "--arch", TINY, "--out", str(tmp_path / "runs"), "--lr", "3e-4",
+         "--ema-momentum", "0.99", "--epochs", "7", "--retrieval-epochs", "3", "--full-ft-lr", "2e-5"]
+    )  # fmt: skip
+    shared = {"lr": 3e-4, "ema_momentum": 0.99, "epochs": 7}
+
+    adapter = run_values(METHOD_RUNS[0], args, shared)
+    full_ft = run_values(METHOD_RUNS[1], args, shared)
+    base = run_values(ABLATION_RUNS[0], args, shared)
+    ema = run_values(ABLATION_RUNS[2], args, shared)
+    retrieval = run_values(RETRIEVAL_RUNS[0], args, shared)
+
+    assert (adapter["lr"], adapter["epochs"], adapter["ema_momentum"]) == (3e-4, 7, 0.99)
+    assert full_ft["lr"] == 2e-5
+    assert base["ema_momentum"] == 0.0  # the ablation's switch wins over the shared momentum
+    assert ema["ema_momentum"] == 0.99
+    assert retrieval["epochs"] == 3
+    assert adapter["output"] == str(tmp_path / "runs" / "r-adapter")
 
 
 def test_compare_fits_few_shot_batch(tmp_path):

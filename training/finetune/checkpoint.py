@@ -115,14 +115,17 @@ def load_checkpoint(
     return int(state["step"])
 
 
-def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+def changed_settings(saved: dict[str, Any], config: TrainConfig, ignore: set[str]) -> list[str]:
+    """Return `key: old -> new` for each setting of `config` that differs from the `saved` dict."""
     current = config.to_dict()
-    changed = sorted(
-        key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]
-    )
+    changed = sorted(key for key in current if key not in ignore and saved.get(key) != current[key])
+    return [f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed]
+
+
+def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    changed = changed_settings(saved, config, RESUMABLE_CHANGES)
     if changed:
-        details = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed[:5])
         raise ValueError(
-            f"cannot resume from {path}: the settings changed ({details}). "
+            f"cannot resume from {path}: the settings changed ({', '.join(changed[:5])}). "
             "Restore them, or pass a new --output to start a fresh run."
         )

@@ -29,7 +29,7 @@ from .config import TrainConfig, save_config
 from .data import TrainData, build_train_data, epoch_batches, template_choices
 from .methods import PreparedModel, prepare_model
 from .outputs import write_outputs
-from .runtime import command_line, git_commit, peak_memory_mb, zero_shot_head
+from .runtime import command_line, git_commit, peak_memory_mb, reset_peak_memory, zero_shot_head
 from .segmentation import segmentation_class_names, segmentation_loss
 
 logger = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     env = setup_distributed()
     seed_everything(config.seed)
     start_time = time.perf_counter()
-    if env.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(env.device)
+    reset_peak_memory(env.device)
 
     model = load_base_model(config.arch, config.pretrained, device=env.device)
     base_sha256 = weights_sha256(model.state_dict())

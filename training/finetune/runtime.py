@@ -14,14 +14,38 @@ from torch import nn
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Return the peak memory in MiB: CUDA allocations since the last reset, else the process's resident set.
+PROC_SELF = Path("/proc/self")
 
-    The resident-set peak covers the whole process lifetime, so on CPU it includes earlier runs of
-    the same process, such as those `python -m training.compare` runs one after another.
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for `peak_memory_mb`: the CUDA allocator's, or on Linux the resident set's.
+
+    Writing 5 to /proc/self/clear_refs resets the kernel's resident-set high-water mark (VmHWM), so a
+    process that runs several jobs in turn, as `python -m training.compare` does, measures each alone.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        (PROC_SELF / "clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not permitted: the peak then covers the whole process
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Return the peak memory in MiB since `reset_peak_memory`: CUDA allocations, else the resident set.
+
+    Where the resident-set high-water mark cannot be read or reset, the peak covers the process's life.
     """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        status = (PROC_SELF / "status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # the value is in kB
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
