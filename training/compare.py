@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -129,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"peak learning rate of full fine-tuning runs, instead of --lr (default {DEFAULT_FULL_FT_LR})",
     )
     parser.add_argument(
+        "--extra-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="SEED",
+        help="also train R-Adapter and full fine-tuning with these seeds; the goals use the mean",
+    )
+    parser.add_argument(
         "--retrieval-epochs", type=int, help="epochs of the retrieval runs, instead of --epochs"
     )
     parser.add_argument(
@@ -163,9 +172,16 @@ def compare(args: argparse.Namespace) -> Path:
         )
     start = time.perf_counter()
     shared = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
+    main_seed = shared.get("seed", load_recipe("classification").get("seed", TrainConfig.seed))
+    if main_seed in args.extra_seeds or len(set(args.extra_seeds)) < len(args.extra_seeds):
+        raise ValueError(
+            f"--extra-seeds {' '.join(map(str, args.extra_seeds))} repeats a seed (the main runs use "
+            f"seed {main_seed}); pass each extra seed once, each different from --seed."
+        )
     runs = METHOD_RUNS + ABLATION_RUNS + FEW_SHOT_RUNS
     runs += [] if args.skip_retrieval else RETRIEVAL_RUNS
     runs += [] if args.skip_segmentation else SEGMENTATION_RUNS
+    runs += seed_runs(args.extra_seeds)
     summaries = {run.name: train_once(run, args, shared) for run in runs}
 
     evaluations = {
@@ -175,6 +191,9 @@ def compare(args: argparse.Namespace) -> Path:
         ),
         "few-shot": evaluate_runs(args, "few-shot", [run.name for run in FEW_SHOT_RUNS], sweep=True),
     }
+    if args.extra_seeds:
+        names = [run.name for run in seed_runs(args.extra_seeds)]
+        evaluations["seeds"] = evaluate_runs(args, "seeds", names, sweep=True)
     for task, task_runs, skipped in (
         ("retrieval", RETRIEVAL_RUNS, args.skip_retrieval),
         ("segmentation", SEGMENTATION_RUNS, args.skip_segmentation),
@@ -318,38 +337,88 @@ def classification_table(evaluations: dict[str, Any], summaries: dict[str, dict[
     return lines
 
 
-def goals_table(evaluations: dict[str, Any]) -> list[str]:
-    """Check the three goals of the comparison on the R-Adapter row at the recipe's alpha."""
-    main = evaluations["main"]
-    adapter, full_ft = main["results"]["r-adapter"], main["results"]["full-ft"]
-    wise = sweep_row(main, "full-ft")
-    checks = [
-        (
-            "OOD mean above full fine-tuning's",
-            adapter["ood-mean"],
-            full_ft["ood-mean"],
-            adapter["ood-mean"] > full_ft["ood-mean"],
-        ),
-        (
-            "ID within 2 points of full fine-tuning's",
-            adapter["id-test"],
-            full_ft["id-test"],
-            adapter["id-test"] >= full_ft["id-test"] - 0.02,
-        ),
-    ]
-    if wise is not None:
-        checks.insert(
-            1,
-            (
-                "OOD mean at least WiSE-FT's",
-                adapter["ood-mean"],
-                wise[1]["ood-mean"],
-                adapter["ood-mean"] >= wise[1]["ood-mean"],
-            ),
+def seed_runs(seeds: list[int]) -> list[Run]:
+    """Return the extra R-Adapter and full fine-tuning classification runs, one pair per seed."""
+    runs = []
+    for seed in seeds:
+        runs.append(Run(f"r-adapter-seed{seed}", "classification", {"seed": seed}))
+        runs.append(Run(f"full-ft-seed{seed}", "classification", {"method": "full-ft", "seed": seed}))
+    return runs
+
+
+def per_seed(evaluations: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return one row per seed: the seed and the R-Adapter, full fine-tuning and WiSE-FT metrics."""
+    pairs = [(evaluations["main"], "r-adapter", "full-ft")]
+    extra = evaluations.get("seeds")
+    if extra is not None:
+        adapters = sorted(name for name in extra["results"] if name.startswith("r-adapter-seed"))
+        pairs += [(extra, name, name.replace("r-adapter", "full-ft", 1)) for name in adapters]
+    rows = []
+    for evaluation, adapter, full_ft in pairs:
+        wise = sweep_row(evaluation, full_ft)
+        rows.append(
+            {
+                "seed": evaluation["seeds"][adapter],
+                "r-adapter": evaluation["results"][adapter],
+                "full-ft": evaluation["results"][full_ft],
+                "wise-ft": None if wise is None else wise[1],
+            }
         )
-    lines = ["| goal | R-Adapter | reference | reached |", "|---|---:|---:|---|"]
-    for goal, value, reference, reached in checks:
-        lines.append(f"| {goal} | {percent(value)} | {percent(reference)} | {'yes' if reached else 'no'} |")
+    return rows
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, str]:
+    """Return the mean and its text: `mean` for one value, `mean ± sample standard deviation` for more."""
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return mean, percent(mean)
+    return mean, f"{percent(mean)} ± {percent(statistics.stdev(values))}"
+
+
+def goals_table(evaluations: dict[str, Any]) -> list[str]:
+    """Check the three goals on the means over seeds of R-Adapter at the recipe's alpha."""
+    rows = per_seed(evaluations)
+
+    def mean_of(method: str, metric: str) -> tuple[float, str] | None:
+        values = [row[method][metric] for row in rows if row[method] is not None]
+        return mean_and_spread(values) if len(values) == len(rows) else None
+
+    adapter_ood, adapter_id = mean_of("r-adapter", "ood-mean"), mean_of("r-adapter", "id-test")
+    checks = [
+        ("OOD mean above full fine-tuning's", adapter_ood, mean_of("full-ft", "ood-mean"), 0.0, False),
+        ("OOD mean at least WiSE-FT's", adapter_ood, mean_of("wise-ft", "ood-mean"), 0.0, True),
+        ("ID within 2 points of full fine-tuning's", adapter_id, mean_of("full-ft", "id-test"), -0.02, True),
+    ]
+    lines = [
+        f"Means over {len(rows)} seed(s) ({', '.join(str(row['seed']) for row in rows)})"
+        + (", ± the sample standard deviation." if len(rows) > 1 else "."),
+        "",
+        "| goal | R-Adapter | reference | reached |",
+        "|---|---:|---:|---|",
+    ]
+    for goal, value, reference, slack, inclusive in checks:
+        if value is None or reference is None:
+            continue
+        margin = value[0] - (reference[0] + slack)
+        reached = margin >= 0 if inclusive else margin > 0
+        lines.append(f"| {goal} | {value[1]} | {reference[1]} | {'yes' if reached else 'no'} |")
+    if len(rows) > 1:
+        lines += [
+            "",
+            "| seed | R-Adapter ID | R-Adapter OOD | full FT ID | full FT OOD | WiSE-FT ID | WiSE-FT OOD |",
+        ]
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+        for row in rows:
+            wise = row["wise-ft"] or {}
+            cells = [
+                percent(row["r-adapter"].get("id-test")),
+                percent(row["r-adapter"].get("ood-mean")),
+                percent(row["full-ft"].get("id-test")),
+                percent(row["full-ft"].get("ood-mean")),
+                percent(wise.get("id-test")),
+                percent(wise.get("ood-mean")),
+            ]
+            lines.append(f"| {row['seed']} | " + " | ".join(cells) + " |")
     return lines
 
 

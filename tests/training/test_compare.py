@@ -33,6 +33,7 @@ def test_compare_writes_every_table(tmp_path):
         "--data", str(data), "--arch", TINY, "--pretrained", str(weights),
         "--out", str(tmp_path / "runs"), "--results", str(results),
         "--max-steps", "1", "--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32",
+        "--extra-seeds", "1",
     ]  # fmt: skip
 
     assert main(argv) == 0
@@ -72,10 +73,17 @@ def test_compare_writes_every_table(tmp_path):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert all(0.0 <= float(cell) <= 100.0 for cell in cells[3:]), row
     goals = text.split("## Goals")[1].split("##")[0]
-    verdicts = [line.rsplit("|", 2)[1].strip() for line in goals.splitlines() if line.startswith("| ")]
-    assert len(verdicts) == 4  # the header and three goals
-    assert set(verdicts[1:]) <= {"yes", "no"}
+    verdicts = [
+        line.rsplit("|", 2)[1].strip() for line in goals.splitlines() if line.startswith(("| OOD", "| ID"))
+    ]
+    assert len(verdicts) == 3
+    assert set(verdicts) <= {"yes", "no"}
     assert "| 4 | WiSE-FT (alpha on id-val) |" in text
+    assert "Means over 2 seed(s) (0, 1)" in goals
+    assert [line.split("|")[1].strip() for line in goals.splitlines() if line.startswith("| ")][-2:] == [
+        "0",
+        "1",
+    ]
 
     # A second call reuses the finished runs instead of training again.
     mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
@@ -165,3 +173,13 @@ def test_compare_fits_few_shot_batch(tmp_path):
 
     assert small["batch_size"] == 4 * 3
     assert large["batch_size"] == 6 * 3  # every class has only 6 images
+
+
+def test_compare_rejects_repeated_extra_seed(tmp_path, capsys):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    argv = ["--data", str(data), "--arch", TINY, "--out", str(tmp_path / "runs"), "--extra-seeds", "0"]
+
+    assert main(argv) == 2
+
+    assert "--extra-seeds 0 repeats a seed (the main runs use seed 0)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
