@@ -149,6 +149,16 @@ def test_train_resume_reproduces_next_step(bench, tmp_path):
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
 
 
+def test_train_loader_workers_match_main_process(bench, tmp_path):
+    # Augmentations are seeded per sample, so worker processes must produce the same batches.
+    main_process = tmp_path / "main"
+    train(tiny_config(bench, main_process, batch_size=6, max_steps=3))
+    workers = tmp_path / "workers"
+    train(tiny_config(bench, workers, batch_size=6, max_steps=3, num_workers=2))
+
+    assert logged_losses(workers) == logged_losses(main_process)
+
+
 def test_train_resume_rejects_changed_settings(bench, tmp_path):
     train(tiny_config(bench, tmp_path, batch_size=6, max_steps=1))
     with pytest.raises(ValueError, match=r"lr: 0.002 -> 0.01"):
