@@ -9,6 +9,7 @@ interrupted ones resume from their checkpoints, so the command can be rerun afte
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import statistics
@@ -130,6 +131,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"peak learning rate of full fine-tuning runs, instead of --lr (default {DEFAULT_FULL_FT_LR})",
     )
     parser.add_argument(
+        "--few-shot-lr",
+        type=float,
+        help="peak learning rate of the few-shot R-Adapter runs, instead of --lr (low-rank adapters "
+        "of a few steps may need a higher one)",
+    )
+    parser.add_argument(
         "--extra-seeds",
         type=int,
         nargs="+",
@@ -235,6 +242,8 @@ def run_values(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> di
     values.update(run.overrides)
     if values.get("method") == "full-ft":
         values["lr"] = args.full_ft_lr
+    elif values.get("shots") is not None and args.few_shot_lr is not None:
+        values["lr"] = args.few_shot_lr
     values.update(
         arch=args.arch, pretrained=args.pretrained, data=str(args.data), output=str(args.out / run.name)
     )
@@ -270,15 +279,33 @@ def evaluate_runs(
     sweep: bool = False,
     task: str = "classification",
 ) -> dict[str, Any]:
-    argv = ["--data", str(args.data), "--task", task, "--output", str(args.out / "eval" / name)]
+    """Evaluate `runs` into `<out>/eval/<name>`, or reuse that evaluation when nothing it read changed."""
+    output = args.out / "eval" / name
+    argv = ["--data", str(args.data), "--task", task, "--output", str(output)]
     for run_name in runs:
         argv += ["--run", str(args.out / run_name)]
     argv += ["--zero-shot"] * zero_shot + ["--alpha-sweep"] * sweep
     if args.eval_limit is not None:
         argv += ["--limit", str(args.eval_limit)]
+    # A retrained run writes a new summary (its wall time differs), so the hash tells retrained runs apart.
+    inputs = {
+        "argv": argv,
+        "summaries": {
+            run_name: hashlib.sha256((args.out / run_name / SUMMARY_NAME).read_bytes()).hexdigest()
+            for run_name in runs
+        },
+    }
+    inputs_path, results_path = output / "inputs.json", output / "results.json"
+    if inputs_path.is_file() and results_path.is_file() and read_json(inputs_path) == inputs:
+        logger.info("reusing the evaluation %s", output)
+        return read_json(results_path)
+    logger.info("evaluating %s", output)
+    inputs_path.unlink(missing_ok=True)  # an interrupted evaluation must not look finished
     parser = argparse.ArgumentParser(prog="radapter evaluate")
     evaluate.add_arguments(parser)
-    return evaluate.evaluate_command(parser.parse_args(argv))
+    record = evaluate.evaluate_command(parser.parse_args(argv))
+    inputs_path.write_text(json.dumps(inputs, indent=2) + "\n", encoding="utf-8")
+    return record
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -396,14 +423,22 @@ def goals_table(evaluations: dict[str, Any]) -> list[str]:
         "| goal | R-Adapter | reference | reached |",
         "|---|---:|---:|---|",
     ]
+    verdicts: dict[bool, list[str]] = {True: [], False: []}
     for goal, value, reference, slack, inclusive in checks:
         if value is None or reference is None:
             continue
         margin = value[0] - (reference[0] + slack)
         reached = margin >= 0 if inclusive else margin > 0
+        verdicts[reached].append(goal)
         lines.append(f"| {goal} | {value[1]} | {reference[1]} | {'yes' if reached else 'no'} |")
+    lines.append("")
+    for reached, label in ((True, "Reached here"), (False, "Not reached here")):
+        if verdicts[reached]:
+            lines.append(f"{label}: R-Adapter's " + "; ".join(verdicts[reached]) + ".")
     if len(rows) > 1:
         lines += [
+            "",
+            "Per seed (WiSE-FT at each seed's id-val alpha):",
             "",
             "| seed | R-Adapter ID | R-Adapter OOD | full FT ID | full FT OOD | WiSE-FT ID | WiSE-FT OOD |",
         ]
@@ -438,26 +473,34 @@ def ablation_table(evaluations: dict[str, Any]) -> list[str]:
     return lines
 
 
-def few_shot_table(evaluations: dict[str, Any]) -> list[str]:
+def few_shot_table(evaluations: dict[str, Any], summaries: dict[str, dict[str, Any]]) -> list[str]:
     zero_shot = evaluations["main"]["results"]["zero-shot"]
     few_shot = evaluations["few-shot"]
-    lines = ["| K (images per class) | method | alpha | ID | OOD mean |", "|---:|---|---:|---:|---:|"]
-    lines.append(
-        f"| 0 | zero-shot | - | {percent(zero_shot.get('id-test'))} | {percent(zero_shot.get('ood-mean'))} |"
-    )
+    lines = [
+        "| K (images per class) | method | trainable parameters | steps | alpha | ID | OOD mean |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+        f"| 0 | zero-shot | 0 | 0 | - | {percent(zero_shot.get('id-test'))} "
+        f"| {percent(zero_shot.get('ood-mean'))} |",
+    ]
     for shots in FEW_SHOT:
         adapter, full_ft = f"few-shot-{shots}", f"few-shot-{shots}-full-ft"
         rows = [
-            ("R-Adapter", f"{few_shot['results'][adapter]['alpha']:.1f}", few_shot["results"][adapter]),
-            ("full fine-tuning", "1.0", few_shot["results"][full_ft]),
+            (
+                "R-Adapter",
+                adapter,
+                f"{few_shot['results'][adapter]['alpha']:.1f}",
+                few_shot["results"][adapter],
+            ),
+            ("full fine-tuning", full_ft, "1.0", few_shot["results"][full_ft]),
         ]
         wise = sweep_row(few_shot, full_ft)
         if wise is not None:
-            rows.append(("WiSE-FT (alpha on id-val)", f"{wise[0]:.1f}", wise[1]))
-        for label, alpha, metrics in rows:
+            rows.append(("WiSE-FT (alpha on id-val)", full_ft, f"{wise[0]:.1f}", wise[1]))
+        for label, run, alpha, metrics in rows:
+            summary = summaries[run]
             lines.append(
-                f"| {shots} | {label} | {alpha} | {percent(metrics.get('id-test'))} "
-                f"| {percent(metrics.get('ood-mean'))} |"
+                f"| {shots} | {label} | {summary['trainable_parameters']:,} | {summary['steps']} | {alpha} "
+                f"| {percent(metrics.get('id-test'))} | {percent(metrics.get('ood-mean'))} |"
             )
     return lines
 
@@ -540,6 +583,12 @@ def relative_cost(adapter: dict[str, Any], full_ft: dict[str, Any]) -> str:
     return ", ".join(parts) + "."
 
 
+def compute_time(summaries: dict[str, dict[str, Any]], evaluations: dict[str, Any]) -> float:
+    """Return the seconds spent in every training run and evaluation, whichever invocation ran them."""
+    training = sum(summary["wall_time_s"] for summary in summaries.values())
+    return training + sum(evaluation["wall_time_s"] for evaluation in evaluations.values())
+
+
 def render_report(
     summaries: dict[str, dict[str, Any]], evaluations: dict[str, Any], context: dict[str, Any]
 ) -> str:
@@ -559,7 +608,8 @@ def render_report(
         f"- data: `{args.data}`; manifests per evaluation are listed in `{args.out}/eval/*/results.json`",
         f"- settings changed from the recipes: `{json.dumps(context['shared'], sort_keys=True) or '{}'}`",
         f"- seeds: `{json.dumps(evaluations['main']['seeds'], sort_keys=True)}`",
-        f"- wall time of the whole comparison: {context['wall_time_s']:.0f} s",
+        f"- time spent: {compute_time(summaries, evaluations):.0f} s training and evaluating every run "
+        f"(this invocation: {context['wall_time_s']:.0f} s, reusing finished runs)",
         "",
         "ID is top-1 (%) on id-test; OOD mean is the mean top-1 over the ood-* sets.",
         f"Zero-shot reaches ID {percent(identity)} and OOD {percent(ood)} on this data.",
@@ -593,7 +643,7 @@ def render_report(
         "K training images per class (seeded), the few-shot recipe: low-rank R-Adapter; full fine-tuning",
         "and WiSE-FT train the image tower on the same images.",
         "",
-        *few_shot_table(evaluations),
+        *few_shot_table(evaluations, summaries),
         "",
         "## Retrieval",
         "",

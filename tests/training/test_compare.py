@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from test_train_fixtures import one_thread, write_tiny_benchmark, write_tiny_wei
 from training.compare import (  # noqa: E402
     ABLATION_RUNS,
     ABLATION_STEPS,
+    FEW_SHOT_RUNS,
     METHOD_RUNS,
     RETRIEVAL_RUNS,
     add_arguments,
@@ -86,9 +88,14 @@ def test_compare_writes_every_table(tmp_path):
     ]
 
     # A second call reuses the finished runs instead of training again.
-    mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
+    merged, evaluation = tmp_path / "runs" / "r-adapter" / "merged.safetensors", tmp_path / "runs" / "eval"
+    mtimes = [merged.stat().st_mtime, (evaluation / "main" / "results.json").stat().st_mtime]
     assert main(argv) == 0
-    assert (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime == mtime
+    assert merged.stat().st_mtime == mtimes[0]
+    assert (evaluation / "main" / "results.json").stat().st_mtime == mtimes[1]
+    # Only the time of the invocation itself changes in the report.
+    invocation = re.compile(r"this invocation: \d+ s")
+    assert invocation.sub("", results.read_text()) == invocation.sub("", text)
 
 
 def test_compare_rejects_changed_finished_run(tmp_path, capsys):
@@ -144,9 +151,11 @@ def test_ablation_switches_on_one_ingredient_per_step():
 
 
 def test_run_values_apply_shared_and_per_method_settings(tmp_path):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
     args = parse(
-        ["--data", str(tmp_path), "--arch", TINY, "--out", str(tmp_path / "runs"), "--lr", "3e-4",
-         "--ema-momentum", "0.99", "--epochs", "7", "--retrieval-epochs", "3", "--full-ft-lr", "2e-5"]
+        ["--data", str(data), "--arch", TINY, "--out", str(tmp_path / "runs"), "--lr", "3e-4",
+         "--ema-momentum", "0.99", "--epochs", "7", "--retrieval-epochs", "3", "--full-ft-lr", "2e-5",
+         "--few-shot-lr", "4e-3"]
     )  # fmt: skip
     shared = {"lr": 3e-4, "ema_momentum": 0.99, "epochs": 7}
 
@@ -155,12 +164,19 @@ def test_run_values_apply_shared_and_per_method_settings(tmp_path):
     base = run_values(ABLATION_RUNS[0], args, shared)
     ema = run_values(ABLATION_RUNS[2], args, shared)
     retrieval = run_values(RETRIEVAL_RUNS[0], args, shared)
+    few_shot = [run_values(run, args, shared) for run in FEW_SHOT_RUNS]
 
     assert (adapter["lr"], adapter["epochs"], adapter["ema_momentum"]) == (3e-4, 7, 0.99)
     assert full_ft["lr"] == 2e-5
     assert base["ema_momentum"] == 0.0  # the ablation's switch wins over the shared momentum
     assert ema["ema_momentum"] == 0.99
     assert retrieval["epochs"] == 3
+    assert [(values["method"], values["lr"]) for values in few_shot] == [
+        ("r-adapter", 4e-3),
+        ("r-adapter", 4e-3),
+        ("full-ft", 2e-5),
+        ("full-ft", 2e-5),
+    ]
     assert adapter["output"] == str(tmp_path / "runs" / "r-adapter")
 
 
