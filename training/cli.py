@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         # would only hide it.
         print(f"radapter {known.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"radapter {known.command}: interrupted; rerun the same command to resume where it can "
+            "(training resumes from its last checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -114,7 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", help="base weights: an open_clip pretrained tag or a local file")
     parser.add_argument("--out", type=Path, required=True, help="folder for every run and evaluation")
     parser.add_argument(
-        "--results", type=Path, default=Path("docs/RESULTS.md"), help="Markdown report to write"
+        "--results",
+        type=Path,
+        default=Path("docs/RESULTS.md"),
+        help="Markdown report to write (default: docs/RESULTS.md)",
     )
     parser.add_argument("--eval-limit", type=int, help="evaluate only the first N rows of each manifest")
     parser.add_argument("--skip-retrieval", action="store_true", help="leave out the retrieval runs")
@@ -173,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare(args: argparse.Namespace) -> Path:
     """Train and evaluate every run, then write the Markdown report; return its path."""
-    if not args.data.is_dir():
-        raise FileNotFoundError(
-            f"--data {args.data} is not a folder; build the benchmark with `radapter data build`."
-        )
+    check_arguments(args)
     start = time.perf_counter()
     shared = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
     main_seed = shared.get("seed", load_recipe("classification").get("seed", TrainConfig.seed))
@@ -189,7 +190,12 @@ def compare(args: argparse.Namespace) -> Path:
     runs += [] if args.skip_retrieval else RETRIEVAL_RUNS
     runs += [] if args.skip_segmentation else SEGMENTATION_RUNS
     runs += seed_runs(args.extra_seeds)
-    summaries = {run.name: train_once(run, args, shared) for run in runs}
+    # Every run's settings are checked before the first one trains.
+    configs = {
+        run.name: TrainConfig.from_dict(run_values(run, args, shared), source=f"comparison run {run.name!r}")
+        for run in runs
+    }
+    summaries = {name: train_once(config) for name, config in configs.items()}
 
     evaluations = {
         "main": evaluate_runs(args, "main", ["r-adapter", "full-ft"], zero_shot=True, sweep=True),
@@ -215,21 +221,69 @@ def compare(args: argparse.Namespace) -> Path:
     return args.results
 
 
-def train_once(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> dict[str, Any]:
-    """Train `run` unless its folder contains a finished run; return the training summary."""
-    config = TrainConfig.from_dict(run_values(run, args, shared), source=f"comparison run {run.name!r}")
+def check_arguments(args: argparse.Namespace) -> None:
+    """Reject invalid flags of the comparison itself before anything trains."""
+    if not args.data.is_dir():
+        raise FileNotFoundError(
+            f"--data {args.data} is not a folder; build the benchmark with `radapter data build`."
+        )
+    for flag, value in (("--full-ft-lr", args.full_ft_lr), ("--few-shot-lr", args.few_shot_lr)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} {value} is invalid; pass a positive learning rate such as 1e-4.")
+    for flag, value in (
+        ("--retrieval-epochs", args.retrieval_epochs),
+        ("--segmentation-epochs", args.segmentation_epochs),
+        ("--eval-limit", args.eval_limit),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value} is invalid; pass a positive integer.")
+    negative = [seed for seed in args.extra_seeds if seed < 0]
+    if negative:
+        raise ValueError(f"--extra-seeds {negative[0]} is invalid; seeds are non-negative integers.")
+    if not (args.data / "id-val.jsonl").is_file():
+        logger.warning("%s has no id-val.jsonl, so the report leaves out the WiSE-FT rows", args.data)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; pass a folder for the runs.")
+    if args.results.is_dir() or not args.results.name:
+        raise ValueError(
+            f"--results {args.results} is a folder; pass a Markdown file such as docs/RESULTS.md."
+        )
+    try:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"--results {args.results}: cannot create its folder ({error.strerror}); pass a writable path."
+        ) from error
+    if not os.access(args.results.parent, os.W_OK):
+        raise ValueError(f"--results {args.results}: its folder is not writable; pass a writable path.")
+
+
+def train_once(config: TrainConfig) -> dict[str, Any]:
+    """Train `config` unless its output folder contains a finished run; return the training summary."""
     output = Path(config.output)
     if (output / SUMMARY_NAME).is_file():
-        changed = changed_settings(read_json(output / "config.json"), config, REUSABLE_CHANGES)
+        saved = read_json(output / "config.json")
+        changed = changed_settings(saved, config, REUSABLE_CHANGES | same_paths(saved, config))
         if changed:
             raise ValueError(
                 f"{output} contains a finished run with different settings ({', '.join(changed[:5])}); "
-                "delete the folder or pass a new --out."
+                "restore those settings, or pass a new --out (deleting the folder trains the run again)."
             )
         logger.info("reusing the finished run %s", output)
         return read_json(output / SUMMARY_NAME)
     logger.info("training %s", output)
     return train(config)
+
+
+def same_paths(saved: dict[str, Any], config: TrainConfig) -> set[str]:
+    """Return the path settings that are spelled differently in `saved` but name the same file."""
+    same = set()
+    for key in ("data", "pretrained", "train_manifest"):
+        before, after = saved.get(key), getattr(config, key)
+        if isinstance(before, str) and isinstance(after, str) and Path(before).exists():
+            if Path(after).exists() and Path(before).resolve() == Path(after).resolve():
+                same.add(key)
+    return same
 
 
 def run_values(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +307,15 @@ def run_values(run: Run, args: argparse.Namespace, shared: dict[str, Any]) -> di
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """Read a JSON file a finished run or evaluation wrote, naming the file when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ValueError(f"{path} is missing; delete {path.parent} and rerun to rebuild it.") from error
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); delete {path.parent} and rerun to rebuild it."
+        ) from error
 
 
 def fit_few_shot_batch(values: dict[str, Any], data: Path) -> None:
@@ -287,7 +349,7 @@ def evaluate_runs(
     argv += ["--zero-shot"] * zero_shot + ["--alpha-sweep"] * sweep
     if args.eval_limit is not None:
         argv += ["--limit", str(args.eval_limit)]
-    # A retrained run writes a new summary (its wall time differs), so the hash tells retrained runs apart.
+    # A retrained run writes a new summary (its wall time differs), so its hash changes too.
     inputs = {
         "argv": argv,
         "summaries": {
@@ -378,7 +440,9 @@ def per_seed(evaluations: dict[str, Any]) -> list[dict[str, Any]]:
     pairs = [(evaluations["main"], "r-adapter", "full-ft")]
     extra = evaluations.get("seeds")
     if extra is not None:
-        adapters = sorted(name for name in extra["results"] if name.startswith("r-adapter-seed"))
+        adapters = sorted(
+            (name for name in extra["results"] if name.startswith("r-adapter-seed")), key=extra["seeds"].get
+        )
         pairs += [(extra, name, name.replace("r-adapter", "full-ft", 1)) for name in adapters]
     rows = []
     for evaluation, adapter, full_ft in pairs:
@@ -583,6 +647,20 @@ def relative_cost(adapter: dict[str, Any], full_ft: dict[str, Any]) -> str:
     return ", ".join(parts) + "."
 
 
+def all_seeds(evaluations: dict[str, Any]) -> dict[str, int]:
+    """Return the seed of every evaluated run."""
+    return {name: seed for evaluation in evaluations.values() for name, seed in evaluation["seeds"].items()}
+
+
+def manifest_list(evaluation: dict[str, Any]) -> str:
+    """Return the manifests an evaluation read, with their sizes and a warning when id-val is missing."""
+    manifests = evaluation["manifests"]
+    text = ", ".join(f"{name} ({count})" for name, count in sorted(manifests.items()))
+    if "id-val" not in manifests:
+        text += "; id-val is missing, so no alpha is chosen on it and the WiSE-FT rows are left out"
+    return text
+
+
 def compute_time(summaries: dict[str, dict[str, Any]], evaluations: dict[str, Any]) -> float:
     """Return the seconds spent in every training run and evaluation, whichever invocation ran them."""
     training = sum(summary["wall_time_s"] for summary in summaries.values())
@@ -607,7 +685,8 @@ def render_report(
         f"- base model: `{args.arch}` with weights `{args.pretrained or 'random init'}`",
         f"- data: `{args.data}`; manifests per evaluation are listed in `{args.out}/eval/*/results.json`",
         f"- settings changed from the recipes: `{json.dumps(context['shared'], sort_keys=True) or '{}'}`",
-        f"- seeds: `{json.dumps(evaluations['main']['seeds'], sort_keys=True)}`",
+        f"- seeds: `{json.dumps(all_seeds(evaluations), sort_keys=True)}`",
+        f"- test sets: {manifest_list(evaluations['main'])}",
         f"- time spent: {compute_time(summaries, evaluations):.0f} s training and evaluating every run "
         f"(this invocation: {context['wall_time_s']:.0f} s, reusing finished runs)",
         "",

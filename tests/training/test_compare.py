@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import TINY
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,7 +25,7 @@ from training.compare import (  # noqa: E402
     run_values,
     train_once,
 )
-from training.finetune import load_recipe  # noqa: E402
+from training.finetune import TrainConfig, load_recipe  # noqa: E402
 
 
 def test_compare_writes_every_table(tmp_path):
@@ -113,7 +114,7 @@ def test_compare_rejects_changed_finished_run(tmp_path, capsys):
     ]
     settings = ["--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32"]
     shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
-    train_once(METHOD_RUNS[0], parse(common), shared)
+    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], parse(common), shared)))
     mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
 
     assert main([*common, *settings, "--max-steps", "2", "--results", str(tmp_path / "R.md")]) == 2
@@ -199,3 +200,79 @@ def test_compare_rejects_repeated_extra_seed(tmp_path, capsys):
 
     assert "--extra-seeds 0 repeats a seed (the main runs use seed 0)" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--full-ft-lr", "-1"], "--full-ft-lr -1.0 is invalid"),
+        (["--few-shot-lr", "0"], "--few-shot-lr 0.0 is invalid"),
+        (["--retrieval-epochs", "0"], "--retrieval-epochs 0 is invalid"),
+        (["--eval-limit", "0"], "--eval-limit 0 is invalid"),
+        (["--extra-seeds", "-1"], "--extra-seeds -1 is invalid"),
+        (["--segmentation-epochs", "-2"], "--segmentation-epochs -2 is invalid"),
+    ],
+)
+def test_compare_rejects_bad_flag_before_training(tmp_path, capsys, flags, message):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    argv = [
+        "--data",
+        str(data),
+        "--arch",
+        TINY,
+        "--out",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "R.md"),
+    ]
+
+    assert main([*argv, *flags]) == 2
+
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_rejects_results_folder(tmp_path, capsys):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    argv = ["--data", str(data), "--arch", TINY, "--out", str(tmp_path / "runs"), "--results", str(tmp_path)]
+
+    assert main(argv) == 2
+
+    assert f"--results {tmp_path} is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_names_damaged_summary(tmp_path):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    weights = write_tiny_weights(tmp_path / "base.safetensors")
+    args = parse(
+        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
+    )
+    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
+    config = TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, shared))
+    train_once(config)
+    summary = tmp_path / "runs" / "r-adapter" / "summary.json"
+    summary.write_text(summary.read_text()[:50])
+
+    with pytest.raises(ValueError, match=r"summary.json is not valid JSON .*; delete .*r-adapter and rerun"):
+        train_once(config)
+
+
+def test_compare_reuses_run_with_respelled_paths(tmp_path, monkeypatch):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    weights = write_tiny_weights(tmp_path / "base.safetensors")
+    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
+    absolute = parse(
+        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
+    )
+    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], absolute, shared)))
+    merged = tmp_path / "runs" / "r-adapter" / "merged.safetensors"
+    mtime = merged.stat().st_mtime
+    monkeypatch.chdir(tmp_path)
+    relative = parse(
+        ["--data", "data/../data", "--arch", TINY, "--pretrained", "base.safetensors", "--out", "runs"]
+    )
+
+    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], relative, shared)))
+
+    assert merged.stat().st_mtime == mtime

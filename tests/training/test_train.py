@@ -298,3 +298,16 @@ def test_train_radapter_smoke_random_vit_b16(bench, tmp_path):
     assert summary["trainable_parameters"] == 24 * 768**2 + 24 * 512**2 + 48
     merged = open_clip.create_model("ViT-B-16", pretrained=str(run / "merged.safetensors"))
     assert merged.visual.transformer.resblocks[0].attn.out_proj.weight.shape == (768, 768)
+
+
+def test_train_cli_interrupt_exits_130(monkeypatch, capsys):
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("training.train.train", interrupted)
+
+    assert main(["train", "--arch", TINY, "--max-steps", "1"]) == 130
+
+    error = capsys.readouterr().err
+    assert "radapter train: interrupted; rerun the same command to resume" in error
+    assert "Traceback" not in error

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from training.data.files import atomic_write_text
 from training.radapter import AdapterMetadata, adapter_state_dict, merged_state_dict, save_adapter
 
 from .config import TrainConfig
@@ -71,7 +72,8 @@ def write_outputs(
         "templates": data.templates,
         "base_weights_sha256": base_sha256,
     }
-    (run_dir / SUMMARY_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # The summary marks the run as finished, so it must never exist half-written.
+    atomic_write_text(run_dir / SUMMARY_NAME, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def load_head(run_dir: Path) -> tuple[torch.Tensor, list[str]]:
