@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -215,6 +216,11 @@ def compare(args: argparse.Namespace) -> Path:
             names = [run.name for run in task_runs]
             evaluations[task] = evaluate_runs(args, task, names, zero_shot=True, task=task)
     context = {"args": args, "shared": shared, "wall_time_s": time.perf_counter() - start}
+    sweep_plot = evaluations["main"].get("alpha_sweep_files", {}).get("plot")
+    if sweep_plot is not None:
+        # The run folder stays out of git, so the report gets its own copy of the plot.
+        context["plot"] = args.results.with_name(f"{args.results.stem}-alpha-sweep.png")
+        shutil.copyfile(sweep_plot, context["plot"])
     text = render_report(summaries, evaluations, context)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(text, encoding="utf-8")
@@ -647,6 +653,22 @@ def relative_cost(adapter: dict[str, Any], full_ft: dict[str, Any]) -> str:
     return ", ".join(parts) + "."
 
 
+def sweep_section(sweep_files: dict[str, str], plot: Path | None) -> list[str]:
+    """Return the alpha sweep table of R-Adapter re-scaling and WiSE-FT, and a link to its plot."""
+    if "table" not in sweep_files:
+        return ["No alpha sweep was run."]
+    table = Path(sweep_files["table"]).read_text(encoding="utf-8").splitlines()
+    lines = [
+        "Alpha sweep, top-1 (%): R-Adapter re-scaling (alpha scales the adapters) and WiSE-FT (alpha",
+        "interpolates from the zero-shot to the fine-tuned weights).",
+        "",
+        *[line for line in table if line.startswith("|")],
+    ]
+    if plot is not None:
+        lines += ["", f"![ID against OOD top-1 along both alpha sweeps]({plot.name})"]
+    return lines
+
+
 def all_seeds(evaluations: dict[str, Any]) -> dict[str, int]:
     """Return the seed of every evaluated run."""
     return {name: seed for evaluation in evaluations.values() for name, seed in evaluation["seeds"].items()}
@@ -707,8 +729,9 @@ def render_report(
         "",
         *classification_table(evaluations, summaries),
         "",
-        f"Alpha sweep of R-Adapter re-scaling and WiSE-FT: `{sweep_files.get('table', '-')}`, "
-        f"plot `{sweep_files.get('plot', '-')}`.",
+        "## Alpha sweep",
+        "",
+        *sweep_section(sweep_files, context.get("plot")),
         "",
         "## Ablation ladder",
         "",

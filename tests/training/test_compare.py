@@ -64,6 +64,9 @@ def test_compare_writes_every_table(tmp_path):
     assert "| 16 | R-Adapter |" in text
     assert text.split("## Segmentation")[1].count("| R-Adapter |") == 1
     assert (tmp_path / "runs" / "eval" / "main" / "alpha_sweep.png").is_file()
+    assert (tmp_path / "RESULTS-alpha-sweep.png").is_file()
+    assert "](RESULTS-alpha-sweep.png)" in text
+    assert "| 1.0 | " in text.split("## Alpha sweep")[1].split("##")[0]
     for run in ABLATION_RUNS:
         assert f"| {run.name} |" in text
     # Every method row of the classification table carries numbers from a finished evaluation.
