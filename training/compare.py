@@ -24,7 +24,7 @@ from typing import Any
 from . import evaluate
 from .data.manifest import load_manifest
 from .finetune import TrainConfig, load_recipe, train
-from .finetune.checkpoint import changed_settings
+from .finetune.checkpoint import CHECKPOINT_NAME, changed_settings
 from .finetune.config import DEFAULT_TRAIN_SPLIT
 from .finetune.data import few_shot_indices
 from .finetune.outputs import SUMMARY_NAME
@@ -265,16 +265,22 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def train_once(config: TrainConfig) -> dict[str, Any]:
-    """Train `config` unless its output folder contains a finished run; return the training summary."""
+    """Train `config` unless its output folder contains a finished run; return the training summary.
+
+    An unfinished run with a checkpoint resumes, so in both cases the saved settings must match.
+    """
     output = Path(config.output)
-    if (output / SUMMARY_NAME).is_file():
+    finished = (output / SUMMARY_NAME).is_file()
+    if finished or (output / "checkpoints" / CHECKPOINT_NAME).is_file():
         saved = read_json(output / "config.json")
         changed = changed_settings(saved, config, REUSABLE_CHANGES | same_paths(saved, config))
         if changed:
+            state = "a finished" if finished else "an unfinished"
             raise ValueError(
-                f"{output} contains a finished run with different settings ({', '.join(changed[:5])}); "
+                f"{output} contains {state} run with different settings ({', '.join(changed[:5])}); "
                 "restore those settings, or pass a new --out (deleting the folder trains the run again)."
             )
+    if finished:
         logger.info("reusing the finished run %s", output)
         return read_json(output / SUMMARY_NAME)
     logger.info("training %s", output)

@@ -279,3 +279,18 @@ def test_compare_reuses_run_with_respelled_paths(tmp_path, monkeypatch):
     train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], relative, shared)))
 
     assert merged.stat().st_mtime == mtime
+
+
+def test_compare_rejects_changed_unfinished_run(tmp_path):
+    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
+    weights = write_tiny_weights(tmp_path / "base.safetensors")
+    args = parse(
+        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
+    )
+    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
+    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, shared)))
+    (tmp_path / "runs" / "r-adapter" / "summary.json").unlink()  # as if stopped before the outputs
+    changed = TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, {**shared, "lr": 1e-3}))
+
+    with pytest.raises(ValueError, match=r"contains an unfinished run with different settings \(lr: "):
+        train_once(changed)
