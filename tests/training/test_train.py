@@ -159,6 +159,16 @@ def test_train_loader_workers_match_main_process(bench, tmp_path):
     assert logged_losses(workers) == logged_losses(main_process)
 
 
+def test_train_resume_keeps_whole_run_timing(bench, tmp_path):
+    first = train(tiny_config(bench, tmp_path, batch_size=6, max_steps=2))
+    (tmp_path / "summary.json").unlink()  # as if stopped while writing the outputs
+
+    again = train(tiny_config(bench, tmp_path, batch_size=6, max_steps=2))
+
+    assert again["mean_step_time_s"] == first["mean_step_time_s"]
+    assert again["wall_time_s"] > first["wall_time_s"]
+
+
 def test_train_resume_rejects_changed_settings(bench, tmp_path):
     train(tiny_config(bench, tmp_path, batch_size=6, max_steps=1))
     with pytest.raises(ValueError, match=r"lr: 0.002 -> 0.01"):

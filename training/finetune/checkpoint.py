@@ -52,11 +52,12 @@ def save_checkpoint(
     step: int,
     config: TrainConfig,
     rng_per_rank: list[dict[str, Any]],
+    timing: dict[str, Any],
 ) -> None:
     """Write the training state atomically, so an interruption never leaves a truncated checkpoint.
 
     `rng_per_rank` comes from `gather_rng_states`, so every process resumes its own random stream
-    (Adapter Dropping masks differ per process).
+    (Adapter Dropping masks differ per process). `timing` holds the step times and wall time so far.
     """
     state = {
         "step": step,
@@ -68,6 +69,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": rng_per_rank,
+        "timing": timing,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -86,8 +88,11 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: TrainConfig,
-) -> int:
-    """Restore the training state from `path` in place and return the step it was saved at."""
+) -> tuple[int, dict[str, Any]]:
+    """Restore the training state from `path` in place; return its step and the timing so far.
+
+    Checkpoints written before timing was saved give no step times and a wall time of 0.
+    """
     # weights_only=False: Python's random state is a tuple of ints that the safe loader rejects.
     # The caller passes only `checkpoints/last.pt` of the run folder, which this command writes.
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -112,7 +117,8 @@ def load_checkpoint(
             "resume it with as many processes, or start a new --output."
         )
     restore_rng_states(state["rng"][rank])
-    return int(state["step"])
+    timing = state.get("timing") or {"step_times": [], "wall_time_s": 0.0}
+    return int(state["step"]), timing
 
 
 def changed_settings(saved: dict[str, Any], config: TrainConfig, ignore: set[str]) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,10 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     step: int = 0
+    # Timing carried over checkpoints, so a resumed run reports the cost of the whole run.
+    step_times: list[float] = field(default_factory=list)
+    earlier_wall_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -190,7 +194,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     run_dir = Path(config.output)
     env = setup_distributed()
     seed_everything(config.seed)
-    start_time = time.perf_counter()
     reset_peak_memory(env.device)
 
     model = load_base_model(config.arch, config.pretrained, device=env.device)
@@ -207,18 +210,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
     state = build_state(config, prepared, env, len(data.dataset) // config.batch_size)
     checkpoint_path = run_dir / "checkpoints" / CHECKPOINT_NAME
     if checkpoint_path.is_file():
-        state.step = load_checkpoint(checkpoint_path, prepared, state.optimizer, state.scheduler, config)
+        state.step, timing = load_checkpoint(
+            checkpoint_path, prepared, state.optimizer, state.scheduler, config
+        )
+        state.step_times, state.earlier_wall_s = timing["step_times"], timing["wall_time_s"]
         logger.info("resumed %s at step %d", checkpoint_path, state.step)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.json")
 
     context = BatchContext(config, data, tokenizer, env.device, autocast_dtype(config, env.device))
-    step_times = run_steps(state, context, env, checkpoint_path)
+    run_steps(state, context, env, checkpoint_path)
 
-    summary = training_summary(
-        config, prepared, state.step, step_times, time.perf_counter() - start_time, env
-    )
+    summary = training_summary(config, prepared, state.step, state.step_times, elapsed(state), env)
     if env.is_main:
         write_outputs(run_dir, config, prepared, data, base_sha256, summary)
     if env.world_size > 1:
@@ -251,8 +255,13 @@ def build_state(
     return RunState(prepared, forward, optimizer, scheduler)
 
 
-def run_steps(state: RunState, context: BatchContext, env: Distributed, checkpoint_path: Path) -> list[float]:
-    """Train from `state.step` to the last step, logging and checkpointing; return the step times in s."""
+def elapsed(state: RunState) -> float:
+    """Return the run's wall time in seconds: earlier invocations plus this one so far."""
+    return state.earlier_wall_s + time.perf_counter() - state.started
+
+
+def run_steps(state: RunState, context: BatchContext, env: Distributed, checkpoint_path: Path) -> None:
+    """Train from `state.step` to the last step, logging, checkpointing and recording step times."""
     config, data = context.config, context.data
     steps_per_epoch = len(data.dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
@@ -261,7 +270,7 @@ def run_steps(state: RunState, context: BatchContext, env: Distributed, checkpoi
     progress = tqdm(
         total=last_step, initial=state.step, desc=f"train {config.method}", disable=not env.is_main
     )
-    step_times: list[float] = []
+    step_times = state.step_times
 
     while state.step < last_step:
         epoch, offset = divmod(state.step, steps_per_epoch)
@@ -298,12 +307,12 @@ def run_steps(state: RunState, context: BatchContext, env: Distributed, checkpoi
                         state.step,
                         config,
                         rng_per_rank,
+                        {"step_times": step_times, "wall_time_s": elapsed(state)},
                     )
             if state.step == last_step:
                 break
     progress.close()
     log.close()
-    return step_times
 
 
 def train_step(state: RunState, batch: list, positions: list[int], context: BatchContext) -> dict[str, Any]:
