@@ -24,7 +24,7 @@ from typing import Any
 from . import evaluate
 from .data.manifest import load_manifest
 from .finetune import TrainConfig, load_recipe, train
-from .finetune.checkpoint import CHECKPOINT_NAME, changed_settings
+from .finetune.checkpoint import changed_settings, checkpoint_file
 from .finetune.config import DEFAULT_TRAIN_SPLIT
 from .finetune.data import few_shot_indices
 from .finetune.outputs import SUMMARY_NAME
@@ -271,7 +271,7 @@ def train_once(config: TrainConfig) -> dict[str, Any]:
     """
     output = Path(config.output)
     finished = (output / SUMMARY_NAME).is_file()
-    if finished or (output / "checkpoints" / CHECKPOINT_NAME).is_file():
+    if finished or checkpoint_file(output).is_file():
         saved = read_json(output / "config.json")
         changed = changed_settings(saved, config, REUSABLE_CHANGES | same_paths(saved, config))
         if changed:

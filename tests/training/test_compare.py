@@ -103,8 +103,7 @@ def test_compare_writes_every_table(tmp_path):
 
 
 def test_compare_rejects_changed_finished_run(tmp_path, capsys):
-    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
-    weights = write_tiny_weights(tmp_path / "base.safetensors")
+    data, weights = tmp_path / "data", tmp_path / "base.safetensors"
     common = [
         "--data",
         str(data),
@@ -116,8 +115,7 @@ def test_compare_rejects_changed_finished_run(tmp_path, capsys):
         str(tmp_path / "runs"),
     ]
     settings = ["--batch-size", "6", "--warmup-steps", "0", "--precision", "fp32"]
-    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
-    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], parse(common), shared)))
+    train_once(quick_run_config(tmp_path))
     mtime = (tmp_path / "runs" / "r-adapter" / "merged.safetensors").stat().st_mtime
 
     assert main([*common, *settings, "--max-steps", "2", "--results", str(tmp_path / "R.md")]) == 2
@@ -132,6 +130,23 @@ def parse(argv):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return parser.parse_args(argv)
+
+
+QUICK = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
+
+
+def quick_run_config(tmp_path, **changes) -> TrainConfig:
+    """Return the config of a one-step `r-adapter` comparison run on the tiny benchmark in tmp_path."""
+    data = tmp_path / "data"
+    if not data.is_dir():
+        write_tiny_benchmark(data, per_class=6)
+    weights = tmp_path / "base.safetensors"
+    if not weights.is_file():
+        write_tiny_weights(weights)
+    args = parse(
+        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
+    )
+    return TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, {**QUICK, **changes}))
 
 
 def test_ablation_switches_on_one_ingredient_per_step():
@@ -246,13 +261,7 @@ def test_compare_rejects_results_folder(tmp_path, capsys):
 
 
 def test_compare_names_damaged_summary(tmp_path):
-    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
-    weights = write_tiny_weights(tmp_path / "base.safetensors")
-    args = parse(
-        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
-    )
-    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
-    config = TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, shared))
+    config = quick_run_config(tmp_path)
     train_once(config)
     summary = tmp_path / "runs" / "r-adapter" / "summary.json"
     summary.write_text(summary.read_text()[:50])
@@ -262,13 +271,7 @@ def test_compare_names_damaged_summary(tmp_path):
 
 
 def test_compare_reuses_run_with_respelled_paths(tmp_path, monkeypatch):
-    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
-    weights = write_tiny_weights(tmp_path / "base.safetensors")
-    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
-    absolute = parse(
-        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
-    )
-    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], absolute, shared)))
+    train_once(quick_run_config(tmp_path))
     merged = tmp_path / "runs" / "r-adapter" / "merged.safetensors"
     mtime = merged.stat().st_mtime
     monkeypatch.chdir(tmp_path)
@@ -276,21 +279,15 @@ def test_compare_reuses_run_with_respelled_paths(tmp_path, monkeypatch):
         ["--data", "data/../data", "--arch", TINY, "--pretrained", "base.safetensors", "--out", "runs"]
     )
 
-    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], relative, shared)))
+    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], relative, QUICK)))
 
     assert merged.stat().st_mtime == mtime
 
 
 def test_compare_rejects_changed_unfinished_run(tmp_path):
-    data = write_tiny_benchmark(tmp_path / "data", per_class=6)
-    weights = write_tiny_weights(tmp_path / "base.safetensors")
-    args = parse(
-        ["--data", str(data), "--arch", TINY, "--pretrained", str(weights), "--out", str(tmp_path / "runs")]
-    )
-    shared = {"max_steps": 1, "batch_size": 6, "warmup_steps": 0, "precision": "fp32"}
-    train_once(TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, shared)))
+    train_once(quick_run_config(tmp_path))
     (tmp_path / "runs" / "r-adapter" / "summary.json").unlink()  # as if stopped before the outputs
-    changed = TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, {**shared, "lr": 1e-3}))
+    changed = quick_run_config(tmp_path, lr=1e-3)
 
     with pytest.raises(ValueError, match=r"contains an unfinished run with different settings \(lr: "):
         train_once(changed)

@@ -20,6 +20,11 @@ CHECKPOINT_NAME = "last.pt"
 RESUMABLE_CHANGES = {"max_steps", "log_every", "checkpoint_every", "num_workers", "output"}
 
 
+def checkpoint_file(run_dir: Path) -> Path:
+    """Return the path of a run folder's resumable checkpoint."""
+    return run_dir / "checkpoints" / CHECKPOINT_NAME
+
+
 def rng_states() -> dict[str, Any]:
     """Return this process's RNG states (torch CPU, CUDA when present, Python)."""
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}

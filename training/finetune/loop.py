@@ -24,7 +24,7 @@ from tqdm import tqdm
 from training.losses import ClassificationLoss, info_nce_loss, mpm_nce_loss
 from training.models import load_base_model, weights_sha256
 
-from .checkpoint import CHECKPOINT_NAME, gather_rng_states, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_file, gather_rng_states, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .data import TrainData, build_train_data, epoch_batches, template_choices
 from .methods import PreparedModel, prepare_model
@@ -180,7 +180,7 @@ class RunState:
     # Timing carried over checkpoints, so a resumed run reports the cost of the whole run.
     step_times: list[float] = field(default_factory=list)
     earlier_wall_s: float = 0.0
-    started: float = field(default_factory=time.perf_counter)
+    started: float = 0.0  # time.perf_counter() when this invocation began
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -194,6 +194,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     run_dir = Path(config.output)
     env = setup_distributed()
     seed_everything(config.seed)
+    started = time.perf_counter()
     reset_peak_memory(env.device)
 
     model = load_base_model(config.arch, config.pretrained, device=env.device)
@@ -208,7 +209,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     prepared = prepare_model(model, config, head)
 
     state = build_state(config, prepared, env, len(data.dataset) // config.batch_size)
-    checkpoint_path = run_dir / "checkpoints" / CHECKPOINT_NAME
+    state.started = started
+    checkpoint_path = checkpoint_file(run_dir)
     if checkpoint_path.is_file():
         state.step, timing = load_checkpoint(
             checkpoint_path, prepared, state.optimizer, state.scheduler, config
