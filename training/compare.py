@@ -50,7 +50,7 @@ METHOD_RUNS = [
     Run("linear-probe", "classification", {"method": "linear-probe"}),
 ]
 # The ablation ladder switches R-Adapter's ingredients on one at a time, in this order. Each entry gives
-# the settings that switch the ingredient off; switched on, it keeps the recipe's (or the shared) value.
+# the settings that switch the ingredient off. A switched-on ingredient keeps the recipe's or shared value.
 ABLATION_OFF = {
     "Adapter Dropping": {"drop_prob": 0.0},
     "EMA": {"ema_momentum": 0.0},
@@ -69,7 +69,7 @@ def ablation_overrides(enabled: int) -> dict[str, Any]:
     return overrides
 
 
-# (row label, run name); the last step, + label smoothing, is the `r-adapter` run itself.
+# Row label and run name of each step. The last step, + label smoothing, is the `r-adapter` run itself.
 ABLATION_STEPS = [
     ("base adapter" if enabled == 0 else f"+ {list(ABLATION_OFF)[enabled - 1]}", name)
     for enabled, name in enumerate(ABLATION_NAMES)
@@ -265,7 +265,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def train_once(config: TrainConfig) -> dict[str, Any]:
-    """Train `config` unless its output folder contains a finished run; return the training summary.
+    """Return the training summary of `config`, training it unless its output folder contains a finished run.
 
     An unfinished run with a checkpoint resumes, so in both cases the saved settings must match.
     """
@@ -398,7 +398,7 @@ def sweep_row(evaluation: dict[str, Any], run: str) -> tuple[float, dict[str, An
 
 
 def classification_rows(evaluations: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """Return (label, alpha, metrics) for the method table; sweeps are taken at their id-val alpha."""
+    """Return (label, alpha, metrics) for the method table, taking each sweep at its id-val alpha."""
     main, others = evaluations["main"], evaluations["others"]
     rows = [("zero-shot", "-", main["results"]["zero-shot"])]
     rows.append(("full fine-tuning", "1.0", main["results"]["full-ft"]))

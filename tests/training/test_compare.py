@@ -149,7 +149,7 @@ def quick_run_config(tmp_path, **changes) -> TrainConfig:
     return TrainConfig.from_dict(run_values(METHOD_RUNS[0], args, {**QUICK, **changes}))
 
 
-def test_ablation_switches_on_one_ingredient_per_step():
+def test_ablation_adds_one_ingredient_per_step():
     recipe = load_recipe("classification")
     values = [{**recipe, **run.overrides} for run in ABLATION_RUNS]
 
@@ -169,7 +169,7 @@ def test_ablation_switches_on_one_ingredient_per_step():
         assert len([key for key in {*before, *after} if after.get(key) != before.get(key)]) == 1
 
 
-def test_run_values_apply_shared_and_per_method_settings(tmp_path):
+def test_run_values_per_method_overrides(tmp_path):
     data = write_tiny_benchmark(tmp_path / "data", per_class=6)
     args = parse(
         ["--data", str(data), "--arch", TINY, "--out", str(tmp_path / "runs"), "--lr", "3e-4",

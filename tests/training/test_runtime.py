@@ -13,7 +13,7 @@ CPU = torch.device("cpu")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the resident-set peak resets on Linux only")
-def test_reset_peak_memory_forgets_an_earlier_peak():
+def test_reset_peak_memory_forgets_old_peak():
     block = torch.ones(64 * 2**20)  # 256 MiB, freed before the reset
     block.add_(1)
     before = peak_memory_mb(CPU)

@@ -94,7 +94,7 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: TrainConfig,
 ) -> tuple[int, dict[str, Any]]:
-    """Restore the training state from `path` in place; return its step and the timing so far.
+    """Restore the training state from `path` in place and return its step and the timing so far.
 
     Checkpoints written before timing was saved give no step times and a wall time of 0.
     """

@@ -177,7 +177,7 @@ class RunState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     step: int = 0
-    # Timing carried over checkpoints, so a resumed run reports the cost of the whole run.
+    # Timing is carried over checkpoints, so a resumed run reports the cost of the whole run.
     step_times: list[float] = field(default_factory=list)
     earlier_wall_s: float = 0.0
     started: float = 0.0  # time.perf_counter() when this invocation began
